@@ -1,0 +1,1 @@
+"""Bifrost execution runtime."""

@@ -1,0 +1,1 @@
+"""Settings, the requirements cache and the pieces every process shares."""

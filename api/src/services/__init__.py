@@ -1,0 +1,1 @@
+"""Services: execution (workers, pools) and package installation."""

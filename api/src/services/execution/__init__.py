@@ -1,0 +1,1 @@
+"""Running user workflows in worker processes."""

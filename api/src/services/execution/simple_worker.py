@@ -1,0 +1,246 @@
+"""Worker process: install the requirements, then run work items (phase 4).
+
+Start-up order, as every worker process runs it:
+
+1. logging;
+2. the packages dir (`BIFROST_PACKAGES_DIR`) on `sys.path`, after the
+   platform's own site-packages so the platform's versions always win;
+3. `_install_requirements_from_cache_sync(worker_id)`: packages added at
+   runtime are installed again, so they survive restarts of the process, the
+   container and the whole stack;
+4. `install_virtual_import_hook()`: workspace modules import from the cache;
+5. the loop: take an item from `work_queue`, run it, put the result on
+   `result_queue`; `None` ends it; SIGTERM lets the item in hand finish.
+
+This module is imported by every worker process, so it keeps to the standard
+library, redis and packaging: no web stack, no ORM.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+import redis  # noqa: F401  # the seed's tests patch simple_worker.redis.from_url
+
+from src.core.requirements_cache import get_requirements_sync
+from src.core.settings import get_settings
+from src.services.execution.executor import execute_item
+from src.services.execution.protocol import InstallOutcome, WorkerReady
+
+logger = logging.getLogger(__name__)
+
+# How often an idle worker wakes to see whether SIGTERM asked it to stop.
+POLL_SECONDS = 0.5
+
+
+class Inbox(Protocol):
+    def get(self, block: bool = True, timeout: float | None = None) -> Any: ...
+
+
+class Outbox(Protocol):
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None: ...
+
+
+def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
+    """
+    Install packages from cached requirements.txt.
+
+    Called at worker startup to ensure packages persist across restarts.
+    Uses synchronous Redis client since we're not in async context.
+
+    Retries: Redis is tried 3 times, 1 s apart, on connection errors (it may
+    still be starting next to us). After that the worker gives up on Redis
+    and logs "Redis unavailable after 3 attempts".
+
+    Graceful degradation: a worker without its packages can still run every
+    workflow that does not need them, while a worker that crashed runs none,
+    so every failure here (Redis down, bad JSON, installer error or timeout)
+    is logged with the worker id and the worker goes on starting.
+
+    This function never raises - failures are logged and worker continues.
+    The returned outcome says what happened, for the pool to report.
+    """
+    started = time.monotonic()
+    try:
+        cached = get_requirements_sync(worker_id)
+        if cached is None:
+            logger.info("[%s] No cached requirements.txt found", worker_id)
+            return _outcome(started, skipped=True)
+        content = cached["content"]
+        if not content.strip():
+            logger.info("[%s] Cached requirements.txt is empty", worker_id)
+            return _outcome(started, skipped=True, requirements_hash=cached["hash"])
+        return _run_installer(worker_id, content, cached["hash"], started)
+    except Exception as exc:
+        logger.warning("[%s] Failed to install requirements: %s", worker_id, exc)
+        return _outcome(started, ok=False, error=str(exc))
+
+
+def _run_installer(
+    worker_id: str, content: str, requirements_hash: str, started: float
+) -> InstallOutcome:
+    settings = get_settings()
+    packages_dir = settings.packages_dir
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    lines = _requirement_lines(content)
+    with tempfile.NamedTemporaryFile(
+        mode="w", suffix=".txt", prefix="requirements-", delete=False
+    ) as f:
+        f.write(content)
+        temp_path = f.name
+    try:
+        logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
+        result = subprocess.run(
+            [
+                sys.executable, "-m", "pip", "install", "-r", temp_path,
+                "--quiet", "--no-input", "--disable-pip-version-check",
+                # --upgrade so a changed pin replaces what the target holds.
+                "--target", str(packages_dir), "--upgrade",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=settings.install_timeout,
+        )
+        if result.returncode == 0:
+            logger.info("[%s] Installed %d packages from requirements.txt", worker_id, len(lines))
+            importlib.invalidate_caches()
+            return _outcome(started, installed=lines, requirements_hash=requirements_hash)
+        error = (result.stderr or result.stdout or f"exit status {result.returncode}").strip()
+        logger.warning("[%s] pip install failed: %s", worker_id, error)
+        return _outcome(started, ok=False, error=error, requirements_hash=requirements_hash)
+    except subprocess.TimeoutExpired:
+        error = f"pip install timed out after {settings.install_timeout:g} s"
+        logger.warning("[%s] %s", worker_id, error)
+        return _outcome(started, ok=False, error=error, requirements_hash=requirements_hash)
+    finally:
+        try:
+            os.unlink(temp_path)
+        except OSError:
+            pass
+
+
+def _requirement_lines(content: str) -> list[str]:
+    return [
+        stripped
+        for line in content.splitlines()
+        if (stripped := line.split("#", 1)[0].strip())
+    ]
+
+
+def _outcome(
+    started: float,
+    *,
+    ok: bool = True,
+    skipped: bool = False,
+    installed: list[str] | None = None,
+    error: str | None = None,
+    requirements_hash: str | None = None,
+) -> InstallOutcome:
+    return InstallOutcome(
+        ok=ok,
+        skipped=skipped,
+        installed=installed or [],
+        failed=[{"package": "requirements.txt", "error": error[-2000:]}] if error else [],
+        duration_ms=int((time.monotonic() - started) * 1000),
+        requirements_hash=requirements_hash,
+    )
+
+
+def _add_packages_dir_to_path() -> Path:
+    """Append the runtime packages dir to `sys.path` (after the platform's
+    site-packages: a user package must never shadow what the platform runs on)."""
+    packages_dir = get_settings().packages_dir
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    if str(packages_dir) not in sys.path:
+        sys.path.append(str(packages_dir))
+    return packages_dir
+
+
+def _configure_logging(worker_id: str) -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker {worker_id} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+class _StopFlag:
+    """SIGTERM sets it; the loop finishes the item in hand, then exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) -> None:
+    """Entry point of a worker process (see the module docstring for the order)."""
+    _configure_logging(worker_id)
+    stop = _StopFlag()
+    previous = _install_signal_handlers(stop)
+    try:
+        _add_packages_dir_to_path()
+
+        # Install packages from cached requirements.txt.
+        # This ensures packages persist across container restarts.
+        logger.info("[%s] Startup: installing packages from cached requirements.txt", worker_id)
+        install = _install_requirements_from_cache_sync(worker_id)
+
+        # Install virtual import hook FIRST (before any workspace imports)
+        from src.services.execution.virtual_import import install_virtual_import_hook
+
+        logger.info("[%s] Startup: installing the virtual import hook", worker_id)
+        install_virtual_import_hook()
+
+        result_queue.put(
+            WorkerReady(type="ready", worker_id=worker_id, pid=os.getpid(), install=install)
+        )
+        logger.info("[%s] Startup: ready for work", worker_id)
+        _work_loop(work_queue, result_queue, worker_id, stop)
+    finally:
+        _restore_signal_handlers(previous)
+    logger.info("[%s] Stopped", worker_id)
+
+
+def _work_loop(work_queue: Inbox, result_queue: Outbox, worker_id: str, stop: _StopFlag) -> None:
+    while not stop.requested:
+        try:
+            item = work_queue.get(timeout=POLL_SECONDS)
+        except queue.Empty:
+            continue
+        if item is None:
+            return
+        result_queue.put(execute_item(item, worker_id))
+
+
+_Handlers = dict[int, Any]
+
+
+def _install_signal_handlers(stop: _StopFlag) -> _Handlers:
+    """SIGTERM stops after the item in hand; SIGINT (a Ctrl-C sent to the whole
+    process group) is left to the pool, which stops its workers in order."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {
+        signal.SIGTERM: signal.signal(signal.SIGTERM, stop.request),
+        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    }
+
+
+def _restore_signal_handlers(previous: _Handlers) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
