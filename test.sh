@@ -29,12 +29,19 @@ if [ -z "${TEST_REDIS_URL:-}" ]; then
     "$server" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
         --dir "$workdir" --logfile "$workdir/redis.log" &
     redis_pid=$!
+    ready=""
     for _ in $(seq 100); do
-        if "$py" -c "import redis, sys; redis.Redis(port=$port).ping()" 2>/dev/null; then
+        if "$py" -c "import redis; redis.Redis(port=$port).ping()" 2>/dev/null; then
+            ready=1
             break
         fi
         sleep 0.1
     done
+    if [ -z "$ready" ]; then
+        echo "test.sh: the private redis-server did not start; its log:" >&2
+        cat "$workdir/redis.log" >&2 || true
+        exit 1
+    fi
     export TEST_REDIS_URL="redis://127.0.0.1:$port/0"
 fi
 

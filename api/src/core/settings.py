@@ -18,16 +18,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
 
-    redis_url: str = Field("redis://localhost:6379", validation_alias="REDIS_URL")
-    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
-    data_dir: Path = Field(Path(".bifrost"), validation_alias="BIFROST_DATA_DIR")
-    packages_dir_setting: Path | None = Field(None, validation_alias="BIFROST_PACKAGES_DIR")
-    port: int = Field(8000, validation_alias="BIFROST_PORT")
-    workers: int = Field(2, ge=1, validation_alias="BIFROST_WORKERS")
-    admin_token: str | None = Field(None, validation_alias="BIFROST_ADMIN_TOKEN")
-    installer: Literal["auto", "uv", "pip"] = Field("auto", validation_alias="BIFROST_INSTALLER")
-    install_timeout: float = Field(300.0, gt=0, validation_alias="BIFROST_INSTALL_TIMEOUT")
-    execution_timeout: float = Field(300.0, gt=0, validation_alias="BIFROST_EXECUTION_TIMEOUT")
+    redis_url: str = Field(default="redis://localhost:6379", validation_alias="REDIS_URL")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path(".bifrost"), validation_alias="BIFROST_DATA_DIR")
+    packages_dir_setting: Path | None = Field(default=None, validation_alias="BIFROST_PACKAGES_DIR")
+    port: int = Field(default=8000, validation_alias="BIFROST_PORT")
+    workers: int = Field(default=2, ge=1, validation_alias="BIFROST_WORKERS")
+    admin_token: str | None = Field(default=None, validation_alias="BIFROST_ADMIN_TOKEN")
+    installer: Literal["auto", "uv", "pip"] = Field(
+        default="auto", validation_alias="BIFROST_INSTALLER"
+    )
+    install_timeout: float = Field(
+        default=300.0, gt=0, validation_alias="BIFROST_INSTALL_TIMEOUT"
+    )
+    execution_timeout: float = Field(
+        default=300.0, gt=0, validation_alias="BIFROST_EXECUTION_TIMEOUT"
+    )
 
     @property
     def data_path(self) -> Path:

@@ -18,6 +18,7 @@ library, redis and packaging: no web stack, no ORM.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -124,10 +125,8 @@ def _run_installer(
         logger.warning("[%s] %s", worker_id, error)
         return _outcome(started, ok=False, error=error, requirements_hash=requirements_hash)
     finally:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(temp_path)
-        except OSError:
-            pass
 
 
 def _requirement_lines(content: str) -> list[str]:

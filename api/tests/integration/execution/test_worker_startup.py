@@ -1,0 +1,132 @@
+"""Phase 4 for real: a real Redis, a real installer, real worker processes."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from src.core.requirements_cache import REQUIREMENTS_KEY, content_hash
+from tests.support.wheels import build_wheel
+
+API_DIR = Path(__file__).resolve().parents[3]
+# spawn, as the pool does: a fresh interpreter, settings from the environment
+SPAWN = multiprocessing.get_context("spawn")
+
+
+def _cache(client: redis.Redis, content: str) -> None:
+    client.set(REQUIREMENTS_KEY, json.dumps({"content": content, "hash": content_hash(content)}))
+
+
+@pytest.fixture
+def wheelhouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    house = tmp_path / "wheelhouse"
+    build_wheel(house, "bifrost-probe", "1.2.3")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(house))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    return house
+
+
+def test_worker_installs_cached_requirements_in_a_fresh_process(
+    redis_client: redis.Redis, wheelhouse: Path, isolated_settings: Path
+) -> None:
+    _cache(redis_client, "bifrost-probe==1.2.3\n")
+    script = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from src.services.execution.simple_worker import _install_requirements_from_cache_sync\n"
+        "outcome = _install_requirements_from_cache_sync('w-int')\n"
+        "print(outcome['ok'], outcome['installed'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=API_DIR, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[w-int] Installing packages from cached requirements.txt" in done.stderr
+    assert "[w-int] Installed 1 packages from requirements.txt" in done.stderr, done.stderr
+    assert done.stdout.strip() == "True ['bifrost-probe==1.2.3']"
+
+    packages_dir = isolated_settings / "site-packages"
+    probe = subprocess.run(
+        [sys.executable, "-c", "import bifrost_probe; print(bifrost_probe.__file__, bifrost_probe.VERSION)"],
+        env={**os.environ, "PYTHONPATH": str(packages_dir)},
+        capture_output=True, text=True, timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == [str(packages_dir / "bifrost_probe.py"), "1.2.3"]
+
+
+def test_unknown_package_is_logged_and_the_worker_still_starts(
+    redis_client: redis.Redis, wheelhouse: Path
+) -> None:
+    _cache(redis_client, "no-such-package-anywhere==9.9\n")
+    work, results = SPAWN.Queue(), SPAWN.Queue()
+    process = _start_worker(work, results, "w-bad")
+    ready = results.get(timeout=300)
+    assert ready["type"] == "ready"
+    assert ready["install"]["ok"] is False
+    assert "no-such-package-anywhere" in ready["install"]["failed"][0]["error"]
+    work.put({"id": "x", "module": "tests.support.sample_workflows", "function": "add",
+              "parameters": {"a": 1, "b": 1}})
+    assert results.get(timeout=30)["result"] == 2
+    work.put(None)
+    process.join(timeout=30)
+    assert process.exitcode == 0
+
+
+def test_worker_imports_the_installed_package_in_a_workflow(
+    redis_client: redis.Redis, wheelhouse: Path, tmp_path: Path
+) -> None:
+    _cache(redis_client, "bifrost-probe==1.2.3\n")
+    work, results = SPAWN.Queue(), SPAWN.Queue()
+    process = _start_worker(work, results, "w-imp")
+    assert results.get(timeout=300)["install"]["ok"] is True
+    work.put({"id": "v", "module": "tests.support.sample_workflows", "function": "probe_version",
+              "parameters": {}})
+    work.put({"id": "w", "module": "importlib.metadata", "function": "version",
+              "parameters": {"distribution_name": "bifrost-probe"}})
+    results_by_id = {}
+    for _ in range(2):
+        result = results.get(timeout=30)
+        results_by_id[result["id"]] = result
+    assert (results_by_id["v"]["status"], results_by_id["v"]["result"]) == ("Success", "1.2.3")
+    assert (results_by_id["w"]["status"], results_by_id["w"]["result"]) == ("Success", "1.2.3")
+    work.put(None)
+    process.join(timeout=30)
+
+
+def test_sigterm_lets_the_item_in_hand_finish(redis_client: redis.Redis, tmp_path: Path) -> None:
+    work, results = SPAWN.Queue(), SPAWN.Queue()
+    process = _start_worker(work, results, "w-term")
+    assert results.get(timeout=60)["type"] == "ready"
+    started = tmp_path / "started"
+    work.put({"id": "slow", "module": "tests.support.sample_workflows", "function": "slow",
+              "parameters": {"seconds": 1.5, "marker": str(started)}})
+    deadline = time.monotonic() + 30
+    while not started.exists():  # the item is in hand once the workflow runs
+        assert time.monotonic() < deadline, "the worker never started the item"
+        time.sleep(0.02)
+    assert process.pid is not None
+    os.kill(process.pid, signal.SIGTERM)
+    result = results.get(timeout=30)
+    assert (result["id"], result["status"], result["result"]) == ("slow", "Success", "done")
+    process.join(timeout=10)
+    assert process.exitcode == 0
+
+
+def _start_worker(
+    work: "multiprocessing.Queue[object]", results: "multiprocessing.Queue[object]", worker_id: str
+) -> multiprocessing.process.BaseProcess:
+    from src.services.execution.simple_worker import run_worker_process
+
+    process = SPAWN.Process(target=run_worker_process, args=(work, results, worker_id))
+    process.start()
+    return process

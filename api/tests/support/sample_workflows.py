@@ -1,0 +1,40 @@
+"""Workflows the worker tests run (imported by module name, like user code)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+async def async_add(a: int, b: int) -> int:
+    return a + b
+
+
+def boom() -> None:
+    raise ValueError("boom")
+
+
+def exit_now() -> None:
+    sys.exit(3)
+
+
+def not_json() -> object:
+    return object()
+
+
+def slow(seconds: float, marker: str | None = None) -> str:
+    if marker:
+        Path(marker).touch()
+    time.sleep(seconds)
+    return "done"
+
+
+def probe_version() -> str:
+    import bifrost_probe  # type: ignore[import-not-found]  # installed at runtime
+
+    return bifrost_probe.VERSION
