@@ -179,18 +179,20 @@ def make_requirement(package: str, version: str | None = None) -> Requirement:
     single line-0 error.
     """
     name_text = package.strip()
-    reason = _check_characters(package)
+    reason = _check_characters(package, "package name")
     if reason is None and not name_text:
         reason = "package name is empty"
+    if reason is None:
+        reason = _check_form(name_text)
     if reason is None:
         parsed = _parse_requirement(name_text)
         if isinstance(parsed, Requirement) and (parsed.specifier or parsed.marker):
             reason = (
                 f"package must be a name with optional extras, e.g. 'uvicorn[standard]', "
-                f"not {name_text!r}: give the version separately"
+                f"not {_shorten(name_text)!r}: give the version separately"
             )
         elif any(char.isspace() for char in name_text):
-            reason = f"package name must not contain whitespace: {name_text!r}"
+            reason = f"package name must not contain whitespace: {_shorten(name_text)!r}"
         elif isinstance(parsed, str):
             reason = parsed
     if reason is not None:
@@ -301,7 +303,7 @@ def _requirement_of(line: str) -> Requirement | None:
         return None
 
 
-def _check_characters(text: str) -> str | None:
+def _check_characters(text: str, what: str = "line") -> str | None:
     """Reason when `text` holds a refused character or is too long."""
     for char in text:
         category = unicodedata.category(char)
@@ -312,7 +314,7 @@ def _check_characters(text: str) -> str | None:
             name = unicodedata.name(char, "")
             return f"control character {code}" + (f" ({name})" if name else "")
     if len(text) > MAX_LINE_LENGTH:
-        return f"line is {len(text)} characters long (the limit is {MAX_LINE_LENGTH})"
+        return f"{what} is {len(text)} characters long (the limit is {MAX_LINE_LENGTH})"
     return None
 
 
@@ -373,7 +375,7 @@ def _parse_requirement(text: str) -> Requirement | str:
 def _require_line(text: str) -> Requirement:
     """One requirement line through every check, or InvalidRequirements (line 0)."""
     stripped = text.strip()
-    reason = _check_characters(text)
+    reason = _check_characters(text, "requirement")
     if reason is None and not stripped:
         reason = "requirement is empty"
     if reason is None:
@@ -388,7 +390,7 @@ def _version_specifier(version: str | None) -> str:
     """The specifier text for an install request's `version` ('' when unpinned)."""
     if version is None or not version.strip():
         return ""
-    reason = _check_characters(version)
+    reason = _check_characters(version, "version")
     if reason is None:
         text = version.strip()
         try:
