@@ -1,0 +1,9 @@
+"""The content hash used everywhere: sha256 hex of the UTF-8 text."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

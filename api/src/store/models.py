@@ -1,0 +1,66 @@
+"""Tables of the store. The schema itself is created by the migrations in
+`migrations/versions`; a change here needs a new revision there."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import DateTime, Dialect, MetaData, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp on every backend: SQLite keeps no offset, so
+    values read back from it are naive and are UTC by construction."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    # Fixed constraint and index names, so that migrations can refer to them.
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class WorkspaceFile(Base):
+    """A file of the user workspace: a module, requirements.txt or data."""
+
+    __tablename__ = "workspace_files"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True)
+    content: Mapped[str] = mapped_column(Text)
+    # sha256 hex of the UTF-8 content: what caches and compare-and-set compare.
+    hash: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int]  # bytes of the UTF-8 content
+    entity_type: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class RequirementsChange(Base):
+    """One successful write of requirements.txt; rows are only ever appended."""
+
+    __tablename__ = "requirements_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    old_hash: Mapped[str | None] = mapped_column(String(64))  # None: there was no file
+    new_hash: Mapped[str] = mapped_column(String(64))
+    content: Mapped[str] = mapped_column(Text)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
+    change: Mapped[str] = mapped_column(String(2000))  # e.g. "install humanize==4.9.0"
