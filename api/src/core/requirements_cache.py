@@ -1,23 +1,33 @@
-"""Requirements cache (phase 1): requirements.txt cached in Redis.
+"""Requirements cache (phase 1): requirements.txt in the store, cached in Redis.
 
 Key `bifrost:requirements:content` holds JSON `{"content", "hash"}` where hash is
-the sha256 hex digest of content, with a 24 h TTL. Redis is only a cache: the
-store is the source of truth, and every reader that misses falls back to it.
+the sha256 hex digest of content, with a 24 h TTL. Redis is only a cache and may
+be flushed or restarted empty at any time: the store is the source of truth,
+and every reader that misses in Redis reads the store and re-caches.
 
-Workers read with `get_requirements_sync()` before their event loop exists, so
-that path uses the synchronous redis client and imports nothing heavy.
+Writes go store first (compare-and-set on the content hash, so two users
+editing at once never lose an edit), then the cache.
+
+Workers read with `get_requirements_sync()` before any event loop exists, with
+the seed's retry policy; it imports the store (SQLAlchemy) only when it must
+fall back to it. The async functions are for the API: they run the same sync
+code in a thread, so there is one implementation and no event-loop-bound client.
 """
 
 from __future__ import annotations
 
-import hashlib
+import asyncio
 import json
 import logging
+import random
 import time
+from collections.abc import Callable
 from typing import TypedDict
 
 import redis
 
+from src.core.hashing import sha256_hex
+from src.core.redis_client import get_redis
 from src.core.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -29,23 +39,55 @@ REQUIREMENTS_TTL_SECONDS = 86400
 REDIS_ATTEMPTS = 3
 REDIS_RETRY_DELAY = 1.0
 
+# Read-modify-write retries; each conflict means another edit landed, so
+# progress is guaranteed fleet-wide and a generous bound only caps pathologies.
+UPDATE_ATTEMPTS = 200
+
 
 class CachedRequirements(TypedDict):
     content: str
     hash: str
 
 
-def content_hash(content: str) -> str:
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()
+# --- reading ----------------------------------------------------------------
 
 
 def get_requirements_sync(worker_id: str = "-") -> CachedRequirements | None:
-    """Read the cached requirements with the sync client; never raises.
+    """Read requirements for a worker: Redis, else the store; never raises.
 
-    Tries Redis `REDIS_ATTEMPTS` times on connection errors, `REDIS_RETRY_DELAY`
-    seconds apart. Returns None when the key is absent, unreadable or Redis
-    cannot be reached. `worker_id` only prefixes the log lines.
+    Redis is tried `REDIS_ATTEMPTS` times, `REDIS_RETRY_DELAY` s apart, on
+    connection errors. On a miss (key absent or unreadable, or Redis down) the
+    store is read directly when there is one, and re-cached when Redis answers.
+    None means there is nothing anywhere (or neither could be read).
+    `worker_id` prefixes the log lines.
     """
+    data, reachable = _get_with_retries(worker_id)
+    try:
+        return _read_through(data, reachable, worker_id, _recache_with_fresh_client)
+    except Exception as exc:
+        logger.warning("[%s] Could not read requirements from the store: %s", worker_id, exc)
+        return None
+
+
+def read_requirements() -> CachedRequirements | None:
+    """The API's read: one Redis attempt, then the store (whose errors propagate)."""
+    try:
+        data, reachable = get_redis().get(REQUIREMENTS_KEY), True
+    except redis.RedisError as exc:
+        logger.warning("Redis unavailable, reading requirements from the store: %s", exc)
+        data, reachable = None, False
+    return _read_through(
+        None if data is None else str(data), reachable, "api", _recache_quietly
+    )
+
+
+async def get_requirements() -> CachedRequirements | None:
+    """Redis, on a miss the store, re-caching what it found."""
+    return await asyncio.to_thread(read_requirements)
+
+
+def _get_with_retries(worker_id: str) -> tuple[str | None, bool]:
+    """The seed's loop: (cached JSON or None, whether Redis answered)."""
     redis_url = get_settings().redis_url
     for attempt in range(1, REDIS_ATTEMPTS + 1):
         try:
@@ -54,6 +96,7 @@ def get_requirements_sync(worker_id: str = "-") -> CachedRequirements | None:
                 data = client.get(REQUIREMENTS_KEY)
             finally:
                 client.close()
+            return (str(data) if data else None), True
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             if attempt < REDIS_ATTEMPTS:
                 logger.warning(
@@ -61,16 +104,30 @@ def get_requirements_sync(worker_id: str = "-") -> CachedRequirements | None:
                     worker_id, attempt, REDIS_ATTEMPTS, exc,
                 )
                 time.sleep(REDIS_RETRY_DELAY)
-                continue
-            logger.warning("[%s] Redis unavailable after %d attempts", worker_id, REDIS_ATTEMPTS)
-            return None
-        except Exception as exc:  # any other client error: treat as a miss, never crash
+        except Exception as exc:  # any other client error: a miss, never a crash
             logger.warning("[%s] Could not read cached requirements: %s", worker_id, exc)
-            return None
-        if not data:
-            return None
-        return _decode(worker_id, str(data))
-    return None
+            return None, False
+    logger.warning("[%s] Redis unavailable after %d attempts", worker_id, REDIS_ATTEMPTS)
+    return None, False
+
+
+def _read_through(
+    data: str | None,
+    reachable: bool,
+    worker_id: str,
+    recache: Callable[[CachedRequirements], None],
+) -> CachedRequirements | None:
+    if data is not None:
+        cached = _decode(worker_id, data)
+        if cached is not None:
+            return cached
+    stored = read_store_requirements()
+    if stored is None:
+        return None
+    logger.info("[%s] Read requirements.txt from the store", worker_id)
+    if reachable:
+        recache(stored)
+    return stored
 
 
 def _decode(worker_id: str, data: str) -> CachedRequirements | None:
@@ -88,5 +145,155 @@ def _decode(worker_id: str, data: str) -> CachedRequirements | None:
         return None
     digest = cached.get("hash")
     return CachedRequirements(
-        content=content, hash=digest if isinstance(digest, str) else content_hash(content)
+        content=content, hash=digest if isinstance(digest, str) else sha256_hex(content)
     )
+
+
+def read_store_requirements() -> CachedRequirements | None:
+    """The store's requirements.txt; None when there is no store or no file.
+
+    Imports the store lazily: a worker that never falls back never loads
+    SQLAlchemy, and a missing SQLite file is never created by a reader.
+    """
+    from src.store.database import session_scope, store_exists
+    from src.store.files import read_requirements as read_stored
+
+    if not store_exists():
+        return None
+    with session_scope() as session:
+        found = read_stored(session)
+    return None if found is None else CachedRequirements(content=found[0], hash=found[1])
+
+
+# --- caching ----------------------------------------------------------------
+
+
+def _cache_value(content: str, digest: str) -> str:
+    return json.dumps(CachedRequirements(content=content, hash=digest))
+
+
+def set_requirements_sync(content: str, content_hash: str) -> None:
+    get_redis().set(
+        REQUIREMENTS_KEY, _cache_value(content, content_hash), ex=REQUIREMENTS_TTL_SECONDS
+    )
+
+
+async def set_requirements(content: str, content_hash: str) -> None:
+    """SETEX the key with a 24 h TTL."""
+    await asyncio.to_thread(set_requirements_sync, content, content_hash)
+
+
+def _recache_quietly(cached: CachedRequirements) -> None:
+    try:
+        set_requirements_sync(cached["content"], cached["hash"])
+    except redis.RedisError as exc:
+        logger.warning("Could not re-cache requirements: %s", exc)
+
+
+def _recache_with_fresh_client(cached: CachedRequirements) -> None:
+    # Workers keep no shared client at start-up; one short-lived connection.
+    try:
+        client = redis.from_url(
+            get_settings().redis_url, decode_responses=True, socket_timeout=5.0
+        )
+        try:
+            client.set(
+                REQUIREMENTS_KEY,
+                _cache_value(cached["content"], cached["hash"]),
+                ex=REQUIREMENTS_TTL_SECONDS,
+            )
+        finally:
+            client.close()
+    except Exception as exc:
+        logger.warning("Could not re-cache requirements: %s", exc)
+
+
+def warm_requirements_cache_sync() -> bool:
+    """Copy the store's requirements to Redis. False when there is nothing to
+    cache (no file, or a blank one); Redis errors propagate (init reports them)."""
+    stored = read_store_requirements()
+    if stored is None:
+        # Nothing in the store means nothing in effect: drop a stale key.
+        get_redis().delete(REQUIREMENTS_KEY)
+        return False
+    set_requirements_sync(stored["content"], stored["hash"])
+    return bool(stored["content"].strip())
+
+
+async def warm_requirements_cache() -> bool:
+    return await asyncio.to_thread(warm_requirements_cache_sync)
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def save_requirements_sync(
+    content: str, expected_hash: str | None = None, change: str = "put"
+) -> CachedRequirements:
+    """Validate, compare-and-set in the store, then update the cache.
+
+    Raises `InvalidRequirements` (bad lines) or `RequirementsConflict` (the
+    store's hash is not `expected_hash`) with nothing changed, and
+    `StoreUnavailable` before Redis is touched. A cache write that fails after
+    the store committed is logged, not raised: the store holds the truth and
+    readers fall back to it.
+    """
+    from src.core.requirements import validate_requirements
+    from src.store.database import session_scope
+    from src.store.files import compare_and_set_requirements
+
+    validate_requirements(content)
+    with session_scope() as session:
+        _, digest = compare_and_set_requirements(session, content, expected_hash, change)
+    saved = CachedRequirements(content=content, hash=digest)
+    try:
+        set_requirements_sync(content, digest)
+    except redis.RedisError as exc:
+        logger.error("Requirements saved to the store, but the cache was not updated: %s", exc)
+    return saved
+
+
+async def save_requirements(
+    content: str, expected_hash: str | None = None, change: str = "put"
+) -> CachedRequirements:
+    return await asyncio.to_thread(save_requirements_sync, content, expected_hash, change)
+
+
+def update_requirements_sync(
+    edit: Callable[[str], str], change: str
+) -> tuple[CachedRequirements, bool]:
+    """Read-modify-write of the store's requirements, retried on conflict.
+
+    `edit` maps the current content to the new one (and may raise to refuse).
+    Returns the requirements in effect and whether they changed.
+    """
+    from src.store.files import RequirementsConflict
+
+    for attempt in range(UPDATE_ATTEMPTS):
+        current = read_store_requirements() or CachedRequirements(
+            content="", hash=sha256_hex("")
+        )
+        new_content = edit(current["content"])
+        if new_content == current["content"]:
+            return current, False
+        try:
+            return save_requirements_sync(new_content, current["hash"], change), True
+        except RequirementsConflict:
+            # Someone else's edit landed first; back off a little and redo ours on top.
+            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+    raise RuntimeError(f"requirements.txt kept changing; gave up after {UPDATE_ATTEMPTS} tries")
+
+
+def add_package_sync(line: str) -> tuple[CachedRequirements, bool]:
+    """Add or replace one package's line (a validated PEP 508 requirement)."""
+    from src.core.requirements import add_or_replace
+
+    return update_requirements_sync(lambda c: add_or_replace(c, line), f"install {line}")
+
+
+def remove_package_sync(name: str) -> CachedRequirements:
+    """Remove a package's line; KeyError when no line names it."""
+    from src.core.requirements import remove
+
+    cached, _ = update_requirements_sync(lambda c: remove(c, name), f"remove {name}")
+    return cached

@@ -11,12 +11,15 @@ import os
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from src.core.redis_client import close_clients
+from src.core.settings import get_settings
 from src.store.database import dispose_engines, get_engine, normalise_database_url
 from src.store.migrate import upgrade_to_head
 
@@ -79,3 +82,14 @@ def store_url(empty_store_url: str) -> str:
     """A migrated store URL, on each backend."""
     upgrade_to_head(empty_store_url)
     return empty_store_url
+
+
+@pytest.fixture
+def system(store_url: str, redis_client: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A migrated store (each backend) and the run's Redis, emptied, both named
+    in the environment so the code under test and its child processes use them."""
+    monkeypatch.setenv("DATABASE_URL", store_url)
+    get_settings.cache_clear()
+    close_clients()
+    yield store_url
+    close_clients()

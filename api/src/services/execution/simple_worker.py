@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 import redis  # noqa: F401  # the seed's tests patch simple_worker.redis.from_url
 
+from src.core.requirements import requirement_lines
 from src.core.requirements_cache import get_requirements_sync
 from src.core.settings import get_settings
 from src.services.execution.executor import execute_item
@@ -94,7 +95,7 @@ def _run_installer(
     settings = get_settings()
     packages_dir = settings.packages_dir
     packages_dir.mkdir(parents=True, exist_ok=True)
-    lines = _requirement_lines(content)
+    lines = requirement_lines(content)
     with tempfile.NamedTemporaryFile(
         mode="w", suffix=".txt", prefix="requirements-", delete=False
     ) as f:
@@ -127,14 +128,6 @@ def _run_installer(
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp_path)
-
-
-def _requirement_lines(content: str) -> list[str]:
-    return [
-        stripped
-        for line in content.splitlines()
-        if (stripped := line.split("#", 1)[0].strip())
-    ]
 
 
 def _outcome(

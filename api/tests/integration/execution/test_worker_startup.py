@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from src.core.requirements_cache import REQUIREMENTS_KEY, content_hash
+from src.core.hashing import sha256_hex as content_hash
+from src.core.requirements_cache import REQUIREMENTS_KEY
 from tests.support.wheels import build_wheel
 
 API_DIR = Path(__file__).resolve().parents[3]
@@ -130,3 +131,32 @@ def _start_worker(
     process = SPAWN.Process(target=run_worker_process, args=(work, results, worker_id))
     process.start()
     return process
+
+
+def test_with_redis_down_the_worker_installs_from_the_store(
+    system: str, redis_server, wheelhouse: Path, isolated_settings: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from src.core.redis_client import close_clients
+    from src.core.requirements_cache import save_requirements_sync
+    from src.core.settings import get_settings
+
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    close_clients()
+    save_requirements_sync("bifrost-probe==1.2.3\n")
+    redis_server.stop()
+    script = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.INFO)\n"
+        "from src.services.execution.simple_worker import _install_requirements_from_cache_sync\n"
+        "print(_install_requirements_from_cache_sync('w-nored')['installed'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=API_DIR, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "[w-nored] Redis unavailable after 3 attempts" in done.stderr
+    assert "[w-nored] Installed 1 packages from requirements.txt" in done.stderr
+    assert done.stdout.strip() == "['bifrost-probe==1.2.3']"
+    assert (isolated_settings / "site-packages" / "bifrost_probe.py").exists()

@@ -1,0 +1,182 @@
+"""Module cache: workspace files in the store, cached in Redis (phase 3).
+
+`bifrost:module:<path>` holds a file's text; the set `bifrost:module:index`
+lists every path, and `bifrost:module:index:warm` says the index is complete.
+Redis may lose all of it at any time: a reader that finds no complete index
+rebuilds it from the store, and a reader that misses a file reads the store
+and re-caches it. Writes go to the store first, then to Redis.
+
+Workers call the `*_sync` functions from the import hook; the store
+(SQLAlchemy) is imported only when Redis cannot answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TypedDict
+
+import redis
+
+from src.core.redis_client import get_redis
+from src.core.workspace_paths import validate_content, validate_path
+
+logger = logging.getLogger(__name__)
+
+MODULE_KEY_PREFIX = "bifrost:module:"
+MODULE_INDEX_KEY = "bifrost:module:index"
+MODULE_INDEX_WARM_KEY = "bifrost:module:index:warm"
+MODULE_TTL_SECONDS = 86400
+
+
+class FileInfo(TypedDict):
+    path: str
+    hash: str
+    size: int
+
+
+def module_key(path: str) -> str:
+    return MODULE_KEY_PREFIX + path
+
+
+# --- writing ----------------------------------------------------------------
+
+
+def save_file_sync(path: str, content: str) -> FileInfo:
+    """Validate, store, then cache. InvalidPath for a bad path or content."""
+    from src.store.database import session_scope
+    from src.store.files import put_file
+
+    validate_path(path)
+    validate_content(content)
+    with session_scope() as session:
+        row = put_file(session, path, content)
+        info = FileInfo(path=row.path, hash=row.hash, size=row.size)
+    try:
+        client = get_redis()
+        with client.pipeline() as pipe:
+            pipe.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+            pipe.sadd(MODULE_INDEX_KEY, path)
+            pipe.execute()
+    except redis.RedisError as exc:
+        logger.error("File %s saved to the store, but the cache was not updated: %s", path, exc)
+    return info
+
+
+def delete_file_sync(path: str) -> bool:
+    from src.store.database import session_scope
+    from src.store.files import delete_file
+
+    validate_path(path)
+    with session_scope() as session:
+        deleted = delete_file(session, path)
+    try:
+        client = get_redis()
+        with client.pipeline() as pipe:
+            pipe.delete(module_key(path))
+            pipe.srem(MODULE_INDEX_KEY, path)
+            pipe.execute()
+    except redis.RedisError as exc:
+        logger.error("File %s deleted from the store, but not from the cache: %s", path, exc)
+    return deleted
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def read_file_sync(path: str, client: redis.Redis | None = None) -> str | None:
+    """A file's text: Redis, else the store (re-cached). None when absent."""
+    try:
+        client = client or get_redis()
+        cached = client.get(module_key(path))
+        if cached is not None:
+            return str(cached)
+    except redis.RedisError as exc:
+        logger.warning("Redis unavailable, reading %s from the store: %s", path, exc)
+        client = None
+    content = _read_store_file(path)
+    if content is not None and client is not None:
+        # A failed re-cache costs nothing but the next reader's store read.
+        with contextlib.suppress(redis.RedisError):
+            client.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+    return content
+
+
+def index_sync(client: redis.Redis | None = None) -> set[str]:
+    """Every workspace path; rebuilt from the store when Redis lost the index."""
+    try:
+        client = client or get_redis()
+        with client.pipeline(transaction=False) as pipe:
+            pipe.exists(MODULE_INDEX_WARM_KEY)
+            pipe.smembers(MODULE_INDEX_KEY)
+            warm, members = pipe.execute()
+        if warm:
+            return {str(member) for member in members}
+    except redis.RedisError as exc:
+        logger.warning("Redis unavailable, listing workspace files from the store: %s", exc)
+        return set(_store_files())
+    return set(_warm(client))
+
+
+def _read_store_file(path: str) -> str | None:
+    from src.store.database import session_scope, store_exists
+    from src.store.files import get_file
+
+    if not store_exists():
+        return None
+    with session_scope() as session:
+        row = get_file(session, path)
+        return None if row is None else row.content
+
+
+def _store_files() -> dict[str, str]:
+    from src.store.database import session_scope, store_exists
+    from src.store.files import list_files
+
+    if not store_exists():
+        return {}
+    with session_scope() as session:
+        return {
+            row.path: row.content
+            for row in list_files(session)
+            if row.entity_type != "requirements"
+        }
+
+
+def _warm(client: redis.Redis) -> dict[str, str]:
+    files = _store_files()
+    with client.pipeline() as pipe:
+        for path, content in files.items():
+            pipe.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+        if files:
+            # Union, never replace: a file saved while we read the store stays listed.
+            pipe.sadd(MODULE_INDEX_KEY, *files)
+        pipe.set(MODULE_INDEX_WARM_KEY, "1")
+        pipe.execute()
+    return files
+
+
+def warm_module_cache_sync() -> int:
+    """Copy every workspace file from the store to Redis; returns how many."""
+    return len(_warm(get_redis()))
+
+
+# --- async wrappers for the API ------------------------------------------------
+
+
+async def save_file(path: str, content: str) -> FileInfo:
+    return await asyncio.to_thread(save_file_sync, path, content)
+
+
+async def get_file(path: str) -> str | None:
+    validate_path(path)
+    return await asyncio.to_thread(read_file_sync, path)
+
+
+async def delete_file(path: str) -> bool:
+    return await asyncio.to_thread(delete_file_sync, path)
+
+
+async def warm_module_cache() -> int:
+    return await asyncio.to_thread(warm_module_cache_sync)

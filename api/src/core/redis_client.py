@@ -1,0 +1,41 @@
+"""The process's shared synchronous Redis client.
+
+One connection pool per process and URL. The API uses it from worker threads
+(`asyncio.to_thread`), pools and workers directly: one client, no event-loop
+binding, and redis-py's pool notices a fork and reconnects in the child.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from src.core.settings import get_settings
+
+_lock = threading.Lock()
+_clients: dict[str, redis.Redis] = {}
+
+
+def get_redis(url: str | None = None) -> redis.Redis:
+    url = url or get_settings().redis_url
+    with _lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(
+                url,
+                decode_responses=True,
+                socket_timeout=5.0,
+                socket_connect_timeout=5.0,
+                health_check_interval=30,
+            )
+            _clients[url] = client
+        return client
+
+
+def close_clients() -> None:
+    """Drop every cached client (tests, and processes about to exit)."""
+    with _lock:
+        for client in _clients.values():
+            client.close()
+        _clients.clear()
