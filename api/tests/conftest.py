@@ -21,6 +21,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     monkeypatch.setenv("BIFROST_DATA_DIR", str(data_dir))
     for name in ("BIFROST_PACKAGES_DIR", "DATABASE_URL", "BIFROST_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)
+    # Nothing listens on port 1: code under test never reaches a Redis the test
+    # did not ask for (the redis_client fixture points REDIS_URL at the run's own).
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()

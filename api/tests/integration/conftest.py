@@ -93,3 +93,18 @@ def system(store_url: str, redis_client: Any, monkeypatch: pytest.MonkeyPatch) -
     close_clients()
     yield store_url
     close_clients()
+
+
+@pytest.fixture
+def sqlite_system(
+    tmp_path: Path, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[str]:
+    """Like `system`, on SQLite only: for tests of processes, not of the store."""
+    url = f"sqlite:///{tmp_path / 'store' / 'bifrost.db'}"
+    upgrade_to_head(url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    close_clients()
+    yield url
+    close_clients()
+    dispose_engines()

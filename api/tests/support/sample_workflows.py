@@ -38,3 +38,18 @@ def probe_version() -> str:
     import bifrost_probe  # type: ignore[import-not-found]  # installed at runtime
 
     return bifrost_probe.VERSION
+
+
+def mark(token: str, log: str, seconds: float = 0.0) -> str:
+    """Append `token` to the file `log` (one line per run), to count runs."""
+    if seconds:
+        time.sleep(seconds)
+    with open(log, "a") as f:
+        f.write(token + "\n")
+    return token
+
+
+def pid() -> int:
+    import os
+
+    return os.getpid()

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from src.services.execution.protocol import ExecutionStatus, WorkItem, WorkResult
+from src.services.execution.virtual_import import reset_workspace_modules
 
 
 def execute_item(item: WorkItem, worker_id: str) -> WorkResult:
@@ -25,6 +26,7 @@ def execute_item(item: WorkItem, worker_id: str) -> WorkResult:
 
 
 def _call(item: WorkItem) -> Any:
+    reset_workspace_modules()  # edits to workspace files take effect at once
     module = importlib.import_module(item["module"])
     function = getattr(module, item["function"])
     value = function(**item.get("parameters", {}))

@@ -44,6 +44,14 @@ class WorkResult(TypedDict):
     duration_ms: int
 
 
+class WorkerInstalling(TypedDict):
+    """Sent when the start-up install begins."""
+
+    type: Literal["installing"]
+    worker_id: str
+    pid: int
+
+
 class WorkerReady(TypedDict):
     """Sent once, after the start-up install, before the first item is taken."""
 

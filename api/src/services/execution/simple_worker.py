@@ -34,11 +34,12 @@ from typing import Any, Protocol
 
 import redis  # noqa: F401  # the seed's tests patch simple_worker.redis.from_url
 
+from src.core.hashing import sha256_hex
 from src.core.requirements import requirement_lines
 from src.core.requirements_cache import get_requirements_sync
 from src.core.settings import get_settings
 from src.services.execution.executor import execute_item
-from src.services.execution.protocol import InstallOutcome, WorkerReady
+from src.services.execution.protocol import InstallOutcome, WorkerInstalling, WorkerReady
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,8 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
         cached = get_requirements_sync(worker_id)
         if cached is None:
             logger.info("[%s] No cached requirements.txt found", worker_id)
-            return _outcome(started, skipped=True)
+            # Nothing anywhere is an empty requirements.txt: the worker is current.
+            return _outcome(started, skipped=True, requirements_hash=sha256_hex(""))
         content = cached["content"]
         if not content.strip():
             logger.info("[%s] Cached requirements.txt is empty", worker_id)
@@ -188,6 +190,7 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
         # Install packages from cached requirements.txt.
         # This ensures packages persist across container restarts.
         logger.info("[%s] Startup: installing packages from cached requirements.txt", worker_id)
+        result_queue.put(WorkerInstalling(type="installing", worker_id=worker_id, pid=os.getpid()))
         install = _install_requirements_from_cache_sync(worker_id)
 
         # Install virtual import hook FIRST (before any workspace imports)
@@ -207,10 +210,14 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
 
 
 def _work_loop(work_queue: Inbox, result_queue: Outbox, worker_id: str, stop: _StopFlag) -> None:
+    parent = os.getppid()
     while not stop.requested:
         try:
             item = work_queue.get(timeout=POLL_SECONDS)
         except queue.Empty:
+            if os.getppid() != parent:  # the pool is gone (killed): nobody to answer
+                logger.warning("[%s] Pool process gone; exiting", worker_id)
+                return
             continue
         if item is None:
             return

@@ -1,7 +1,13 @@
-"""Virtual import hook: workspace modules load from the module cache.
+"""Virtual import hook: workspace modules import from the module cache.
 
-First version: the hook is installed in the right place in start-up order and
-finds nothing yet; the module cache fills it in.
+`import workflows.hello` in a worker finds `workflows/hello.py` in the
+workspace (Redis, with the store behind it); `workflows/__init__.py` makes a
+package, and a folder without one is a namespace package. The finder sits
+after the normal ones, so installed packages and the standard library always
+win over a workspace file of the same name.
+
+Workspace modules are dropped from `sys.modules` before each execution
+(`reset_workspace_modules`), so an edited file takes effect on the next run.
 """
 
 from __future__ import annotations
@@ -12,9 +18,43 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
+from src.core import module_cache
+
+ORIGIN_PREFIX = "workspace://"
+
+
+class WorkspaceLoader(importlib.abc.Loader):
+    def __init__(self, path: str | None) -> None:
+        self.path = path  # None for a namespace package (a folder, no __init__.py)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return None  # the default module object
+
+    def exec_module(self, module: ModuleType) -> None:
+        if self.path is None:
+            return
+        source = module_cache.read_file_sync(self.path)
+        if source is None:
+            raise ImportError(f"workspace file {self.path} vanished", name=module.__name__)
+        module.__file__ = ORIGIN_PREFIX + self.path
+        code = compile(source, ORIGIN_PREFIX + self.path, "exec", dont_inherit=True)
+        exec(code, module.__dict__)
+
 
 class WorkspaceFinder(importlib.abc.MetaPathFinder):
-    """Placed after the normal finders, so installed packages always win."""
+    """Finds modules by their path in the workspace index."""
+
+    def __init__(self) -> None:
+        self._index: set[str] | None = None
+
+    def reset(self) -> None:
+        self._index = None
+
+    def _paths(self) -> set[str]:
+        # One index read per execution, not one per import.
+        if self._index is None:
+            self._index = module_cache.index_sync()
+        return self._index
 
     def find_spec(
         self,
@@ -22,14 +62,51 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
         path: Sequence[str] | None,
         target: ModuleType | None = None,
     ) -> importlib.machinery.ModuleSpec | None:
+        base = fullname.replace(".", "/")
+        try:
+            paths = self._paths()
+        except Exception:
+            return None  # neither Redis nor the store answered: not a workspace module
+        origin = ORIGIN_PREFIX + base
+        if f"{base}/__init__.py" in paths:
+            spec = importlib.machinery.ModuleSpec(
+                fullname, WorkspaceLoader(f"{base}/__init__.py"),
+                origin=origin + "/__init__.py", is_package=True,
+            )
+            spec.submodule_search_locations = [origin]
+            return spec
+        if f"{base}.py" in paths:
+            return importlib.machinery.ModuleSpec(
+                fullname, WorkspaceLoader(f"{base}.py"), origin=origin + ".py"
+            )
+        if any(p.startswith(base + "/") for p in paths):
+            spec = importlib.machinery.ModuleSpec(
+                fullname, WorkspaceLoader(None), origin=origin, is_package=True
+            )
+            spec.submodule_search_locations = [origin]
+            return spec
         return None
+
+
+def _finder() -> WorkspaceFinder | None:
+    return next((f for f in sys.meta_path if isinstance(f, WorkspaceFinder)), None)
 
 
 def install_virtual_import_hook() -> WorkspaceFinder:
     """Append the workspace finder to `sys.meta_path` once; returns it."""
-    for finder in sys.meta_path:
-        if isinstance(finder, WorkspaceFinder):
-            return finder
-    finder = WorkspaceFinder()
-    sys.meta_path.append(finder)
+    finder = _finder()
+    if finder is None:
+        finder = WorkspaceFinder()
+        sys.meta_path.append(finder)
     return finder
+
+
+def reset_workspace_modules() -> None:
+    """Forget every module loaded from the workspace, and the index."""
+    for name, module in list(sys.modules.items()):
+        spec = getattr(module, "__spec__", None)
+        if spec is not None and isinstance(spec.loader, WorkspaceLoader):
+            del sys.modules[name]
+    finder = _finder()
+    if finder is not None:
+        finder.reset()

@@ -71,6 +71,7 @@ def test_unknown_package_is_logged_and_the_worker_still_starts(
     _cache(redis_client, "no-such-package-anywhere==9.9\n")
     work, results = SPAWN.Queue(), SPAWN.Queue()
     process = _start_worker(work, results, "w-bad")
+    assert results.get(timeout=60)["type"] == "installing"
     ready = results.get(timeout=300)
     assert ready["type"] == "ready"
     assert ready["install"]["ok"] is False
@@ -89,6 +90,7 @@ def test_worker_imports_the_installed_package_in_a_workflow(
     _cache(redis_client, "bifrost-probe==1.2.3\n")
     work, results = SPAWN.Queue(), SPAWN.Queue()
     process = _start_worker(work, results, "w-imp")
+    assert results.get(timeout=60)["type"] == "installing"
     assert results.get(timeout=300)["install"]["ok"] is True
     work.put({"id": "v", "module": "tests.support.sample_workflows", "function": "probe_version",
               "parameters": {}})
@@ -107,6 +109,7 @@ def test_worker_imports_the_installed_package_in_a_workflow(
 def test_sigterm_lets_the_item_in_hand_finish(redis_client: redis.Redis, tmp_path: Path) -> None:
     work, results = SPAWN.Queue(), SPAWN.Queue()
     process = _start_worker(work, results, "w-term")
+    assert results.get(timeout=60)["type"] == "installing"
     assert results.get(timeout=60)["type"] == "ready"
     started = tmp_path / "started"
     work.put({"id": "slow", "module": "tests.support.sample_workflows", "function": "slow",

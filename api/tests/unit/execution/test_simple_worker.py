@@ -299,7 +299,8 @@ class TestRunWorkerProcess:
         work.put(_item("never", "add", a=0, b=0))
         run_worker_process(work, results, W)
         done, messages = _results(results)
-        assert messages[0]["type"] == "ready" and messages[0]["worker_id"] == W
+        assert [m["type"] for m in messages[:2]] == ["installing", "ready"]
+        assert messages[1]["worker_id"] == W
         assert [(r["id"], r["status"], r["result"]) for r in done] == [
             ("e0", "Success", 10), ("e1", "Success", 11), ("e2", "Success", 12),
             ("e3", "Success", 3),
@@ -329,5 +330,5 @@ class TestRunWorkerProcess:
         work.put(None)
         run_worker_process(work, results, W)
         _, messages = _results(results)
-        assert messages[0]["install"] == no_install.return_value
-        assert messages[0]["pid"] == __import__("os").getpid()
+        assert messages[1]["install"] == no_install.return_value
+        assert messages[1]["pid"] == __import__("os").getpid()

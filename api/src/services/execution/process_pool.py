@@ -1,0 +1,516 @@
+"""Pool manager (`bifrost worker`): N worker processes fed from the execution stream.
+
+The loop, top to bottom, once per turn:
+
+1. apply control messages (a `recycle` replaces every worker process);
+2. collect what workers said (installing, ready, results) and record results;
+3. replace worker processes that died; fail the execution a dead one held;
+4. kill workers whose execution ran past the timeout (`Timeout`);
+5. hand stream entries to idle workers, never more than there are idle ones;
+6. heartbeat: publish this pool's state, keep its claimed entries its own,
+   take over entries of pools that died, and notice requirements that
+   changed while the control channel was down.
+
+Entries are read through a consumer group, so each goes to one pool. An entry
+stays pending until its result is recorded (then it is acknowledged and
+deleted); one held by a dead pool is claimed by another after
+`CLAIM_IDLE_SECONDS`: run if it never started, marked `Failed` if it had.
+
+Worker processes are started with `spawn`: a fresh interpreter that imports
+only the worker's modules (no web stack, no inherited connections).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from types import FrameType
+from typing import Any
+
+import redis
+
+from src.core.redis_client import get_redis
+from src.core.requirements_cache import REQUIREMENTS_KEY
+from src.core.settings import Settings, get_settings
+from src.services.execution import executions, registry
+from src.services.execution.control import ControlListener
+from src.services.execution.protocol import InstallOutcome, WorkItem
+from src.services.execution.registry import PoolState, WorkerState, WorkerStatus
+from src.services.execution.simple_worker import run_worker_process
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+# A pending entry untouched this long belongs to a pool that stopped heart-beating.
+CLAIM_IDLE_SECONDS = 30.0
+STATE_PUBLISH_MIN_INTERVAL = 0.2
+STREAM_BLOCK_MS = 20
+RESULT_WAIT_SECONDS = 0.05
+SHUTDOWN_GRACE_SECONDS = 10.0
+
+
+@dataclass
+class InFlight:
+    entry_id: str
+    execution_id: str
+    started: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class Worker:
+    slot: int
+    worker_id: str
+    process: BaseProcess
+    inbox: Queue[Any]
+    host: str
+    status: WorkerStatus = "starting"
+    started_at: float = field(default_factory=time.time)
+    ready_at: float | None = None
+    install: InstallOutcome | None = None
+    current: InFlight | None = None
+    retiring: bool = False  # replaced: finishes what it holds, takes nothing new
+    killed: bool = False
+
+    def state(self) -> WorkerState:
+        return WorkerState(
+            worker_id=self.worker_id,
+            host=self.host,
+            pid=self.process.pid,
+            status=self.status,
+            requirements_hash=self.install["requirements_hash"] if self.install else None,
+            install=self.install,
+            started_at=self.started_at,
+            ready_at=self.ready_at,
+        )
+
+
+class ProcessPool:
+    def __init__(self, size: int | None = None, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.size = size or self.settings.workers
+        self.host = socket.gethostname()
+        self.pool_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.context = multiprocessing.get_context("spawn")
+        self.results: Queue[Any] = self.context.Queue()
+        self.workers: list[Worker] = []
+        self.control = ControlListener(self.settings.redis_url)
+        self.started_at = time.time()
+        self._generation = 0
+        self._stopping = False
+        self._backlog: list[tuple[str, dict[str, Any]]] = []  # claimed, not yet dispatched
+        self._unsaved: list[tuple[str, str | None, dict[str, Any]]] = []  # Redis was down
+        self._known_hash: str | None = None
+        self._last_heartbeat = 0.0
+        self._last_publish = 0.0
+        self._dirty = True
+        self._group_ready = False
+        self._redis_down_since: float | None = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        return get_redis(self.settings.redis_url)
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until SIGTERM/SIGINT (or `stop()`), then shut down in order."""
+        self._install_signal_handlers()
+        self.start()
+        try:
+            while not self._stopping:
+                self.run_once()
+        finally:
+            self.shutdown()
+
+    def start(self) -> None:
+        logger.info("Pool %s starting %d worker processes", self.pool_id, self.size)
+        self.control.start()
+        for slot in range(self.size):
+            self._spawn(slot)
+        self._known_hash = self._current_hash()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def run_once(self) -> None:
+        self._handle_control()
+        self._collect_results(wait=not self._idle_workers())
+        self._reap_dead()
+        self._enforce_timeouts()
+        self._guard_redis(self._dispatch)
+        self._guard_redis(self._heartbeat)
+
+    def shutdown(self) -> None:
+        logger.info("Pool %s stopping", self.pool_id)
+        self.control.stop()
+        for worker in self.workers:
+            if worker.current is None:
+                worker.inbox.put(None)
+            worker.retiring = True
+        deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+        while any(w.process.is_alive() for w in self.workers) and time.monotonic() < deadline:
+            self._collect_results(wait=True)
+            for worker in self.workers:
+                if worker.current is None and worker.process.is_alive():
+                    worker.inbox.put(None)
+        self._collect_results(wait=False)
+        for worker in self.workers:
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(5)
+            if worker.current is not None:
+                self._finish(worker, "Failed", None,
+                             "the pool stopped before the execution finished")
+        self._flush_unsaved()
+        with contextlib.suppress(redis.RedisError):  # else the key expires by itself
+            registry.remove_pool(self.pool_id, self.redis)
+        logger.info("Pool %s stopped", self.pool_id)
+
+    def _install_signal_handlers(self) -> None:
+        def request_stop(signum: int, frame: FrameType | None) -> None:
+            self._stopping = True
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+
+    # --- worker processes -------------------------------------------------------
+
+    def _spawn(self, slot: int) -> Worker:
+        self._generation += 1
+        worker_id = f"{self.host}-{os.getpid()}-w{slot}.{self._generation}"
+        inbox: Queue[Any] = self.context.Queue()
+        process = self.context.Process(
+            target=run_worker_process,
+            args=(inbox, self.results, worker_id),
+            name=f"bifrost-{worker_id}",
+            daemon=True,
+        )
+        process.start()
+        worker = Worker(slot, worker_id, process, inbox, self.host)
+        self.workers.append(worker)
+        self._dirty = True
+        logger.info("[%s] started (pid %s)", worker_id, process.pid)
+        return worker
+
+    def _idle_workers(self) -> list[Worker]:
+        return [w for w in self.workers if w.status == "idle" and not w.retiring]
+
+    def recycle(self, reason: str) -> None:
+        """Replace every worker process; items in hand finish first."""
+        logger.info("Pool %s recycling its workers (%s)", self.pool_id, reason)
+        self._known_hash = self._current_hash()
+        for worker in [w for w in self.workers if not w.retiring]:
+            worker.retiring = True
+            if worker.current is None:
+                worker.inbox.put(None)
+            self._spawn(worker.slot)
+        self._dirty = True
+
+    def _reap_dead(self) -> None:
+        dead = [w for w in self.workers if not w.process.is_alive()]
+        if not dead:
+            return
+        self._collect_results(wait=False)  # what a worker said just before it exited
+        for worker in dead:
+            self.workers.remove(worker)
+            worker.process.join(1)
+            exitcode = worker.process.exitcode
+            if worker.current is not None:
+                self._finish(
+                    worker, "Failed", None,
+                    f"WorkerDied: worker process {worker.worker_id} exited "
+                    f"(exit code {exitcode}) during the execution",
+                )
+            if worker.retiring:  # its replacement already exists
+                logger.info("[%s] retired (exit code %s)", worker.worker_id, exitcode)
+            elif not self._stopping:
+                logger.warning("[%s] died (exit code %s); replacing it", worker.worker_id, exitcode)
+                self._spawn(worker.slot)
+        self._dirty = True
+
+    def _enforce_timeouts(self) -> None:
+        limit = self.settings.execution_timeout
+        now = time.monotonic()
+        for worker in self.workers:
+            if worker.current is None or worker.killed:
+                continue
+            if now - worker.current.started > limit:
+                logger.warning(
+                    "[%s] execution %s exceeded %g s; killing the process",
+                    worker.worker_id, worker.current.execution_id, limit,
+                )
+                worker.killed = True
+                worker.process.kill()
+                self._finish(worker, "Timeout", None, f"execution exceeded {limit:g} s")
+                if not worker.retiring:
+                    worker.retiring = True
+                    self._spawn(worker.slot)
+
+    # --- messages from workers ---------------------------------------------------
+
+    def _collect_results(self, wait: bool) -> None:
+        timeout = RESULT_WAIT_SECONDS if wait else 0
+        while True:
+            try:
+                message = self.results.get(timeout=timeout) if timeout else \
+                    self.results.get_nowait()
+            except queue.Empty:
+                return
+            timeout = 0
+            self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        worker = next((w for w in self.workers if w.worker_id == message.get("worker_id")), None)
+        if worker is None:
+            logger.warning("Message from an unknown worker: %r", message.get("worker_id"))
+            return
+        kind = message.get("type")
+        if kind == "installing":
+            worker.status = "installing"
+        elif kind == "ready":
+            worker.status = "idle"
+            worker.install = message["install"]
+            worker.ready_at = time.time()
+            logger.info("[%s] ready (install: %s)", worker.worker_id, _summary(message["install"]))
+        elif kind == "result":
+            if worker.current is None or worker.current.execution_id != message["id"]:
+                logger.warning("[%s] result for an execution it was not given", worker.worker_id)
+                return
+            self._finish(worker, message["status"], message["result"], message["error"],
+                         message["duration_ms"])
+            if worker.retiring:
+                worker.inbox.put(None)
+        self._dirty = True
+
+    def _finish(
+        self,
+        worker: Worker,
+        status: str,
+        result: Any,
+        error: str | None,
+        duration_ms: int | None = None,
+    ) -> None:
+        """Record an execution's end, then acknowledge its stream entry."""
+        held = worker.current
+        if held is None:
+            return
+        worker.current = None
+        if worker.status == "busy":
+            worker.status = "idle"
+        if duration_ms is None:
+            duration_ms = int((time.monotonic() - held.started) * 1000)
+        changes = {"status": status, "result": result, "error": error,
+                   "worker_id": worker.worker_id, "duration_ms": duration_ms}
+        self._unsaved.append((held.execution_id, held.entry_id, changes))
+        self._flush_unsaved()
+
+    def _flush_unsaved(self) -> None:
+        """Write finished executions; kept for the next turn while Redis is down."""
+        while self._unsaved:
+            execution_id, entry_id, changes = self._unsaved[0]
+            try:
+                executions.update_execution(execution_id, self.redis, **changes)
+                if entry_id is not None:
+                    self._ack(entry_id)
+            except redis.RedisError as exc:
+                self._note_redis_down(exc)
+                return
+            self._unsaved.pop(0)
+
+    # --- the stream -----------------------------------------------------------------
+
+    def _ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From 0: entries added while no group existed (Redis restarted
+            # empty) are still run; acknowledged entries are deleted, so 0
+            # never replays old work.
+            self.redis.xgroup_create(executions.STREAM_KEY, executions.GROUP, id="0",
+                                     mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    def _ack(self, entry_id: str) -> None:
+        with self.redis.pipeline() as pipe:
+            pipe.xack(executions.STREAM_KEY, executions.GROUP, entry_id)
+            pipe.xdel(executions.STREAM_KEY, entry_id)
+            pipe.execute()
+
+    def _dispatch(self) -> None:
+        self._flush_unsaved()
+        idle = self._idle_workers()
+        if not idle:
+            return
+        if not self._backlog:
+            self._ensure_group()
+            try:
+                response: Any = self.redis.xreadgroup(
+                    executions.GROUP, self.pool_id, {executions.STREAM_KEY: ">"},
+                    count=len(idle), block=STREAM_BLOCK_MS,
+                )
+            except redis.ResponseError as exc:
+                if "NOGROUP" in str(exc):  # Redis lost the group: make it again
+                    self._group_ready = False
+                    return
+                raise
+            for _stream, entries in response or []:
+                self._backlog.extend(entries)
+        while idle and self._backlog:
+            entry_id, fields = self._backlog.pop(0)
+            item = _parse_item(fields)
+            if item is None:
+                logger.warning("Dropping malformed stream entry %s", entry_id)
+                self._ack(entry_id)
+                continue
+            worker = idle.pop(0)
+            executions.update_execution(item["id"], self.redis, status="Running",
+                                        worker_id=worker.worker_id)
+            worker.current = InFlight(entry_id, item["id"])
+            worker.status = "busy"
+            worker.inbox.put(item)
+            self._dirty = True
+
+    def _reclaim(self) -> None:
+        """Keep our entries ours, and take over those of pools that died."""
+        held: list[Any] = [w.current.entry_id for w in self.workers if w.current is not None]
+        if held:
+            # Claiming resets the idle time another pool would judge us by.
+            self.redis.xclaim(executions.STREAM_KEY, executions.GROUP, self.pool_id,
+                              min_idle_time=0, message_ids=held, justid=True)
+        _next, claimed, *_ = self.redis.xautoclaim(
+            executions.STREAM_KEY, executions.GROUP, self.pool_id,
+            min_idle_time=int(CLAIM_IDLE_SECONDS * 1000), start_id="0-0", count=50,
+        )
+        for entry_id, fields in claimed:
+            item = _parse_item(fields or {})
+            record = executions.get_execution(item["id"], self.redis) if item else None
+            if item is None:
+                self._ack(entry_id)
+            elif record is not None and record["status"] in executions.FINAL_STATUSES:
+                self._ack(entry_id)  # finished, but its pool died before acknowledging
+            elif record is not None and record["status"] == "Running":
+                logger.warning("Execution %s was running on a pool that died", item["id"])
+                executions.update_execution(
+                    item["id"], self.redis, status="Failed",
+                    error="PoolDied: the pool running this execution stopped "
+                          f"(worker {record.get('worker_id')})",
+                )
+                self._ack(entry_id)
+            else:
+                self._backlog.append((entry_id, fields))
+
+    # --- heartbeat ----------------------------------------------------------------
+
+    def _heartbeat(self) -> None:
+        now = time.monotonic()
+        beat = now - self._last_heartbeat >= HEARTBEAT_SECONDS
+        if beat or (self._dirty and now - self._last_publish >= STATE_PUBLISH_MIN_INTERVAL):
+            registry.publish_pool_state(self._state(), self.redis)
+            self._last_publish, self._dirty = now, False
+        if not beat:
+            return
+        self._last_heartbeat = now
+        self._ensure_group()
+        self._reclaim()
+        self._check_requirements_drift()
+
+    def _check_requirements_drift(self) -> None:
+        """A recycle broadcast missed while the channel was down shows up as a
+        new requirements hash; act on it as if it had been heard."""
+        current = self._current_hash()
+        if current is not None and self._known_hash is not None and current != self._known_hash:
+            self.recycle("requirements changed while the control channel was away")
+        elif self._known_hash is None:
+            self._known_hash = current
+
+    def _current_hash(self) -> str | None:
+        try:
+            raw = self.redis.get(REQUIREMENTS_KEY)
+            return json.loads(str(raw)).get("hash") if raw else None
+        except (redis.RedisError, ValueError, AttributeError):
+            return None
+
+    def _state(self) -> PoolState:
+        return PoolState(
+            pool_id=self.pool_id, host=self.host, pid=os.getpid(),
+            started_at=self.started_at, workers=[w.state() for w in self.workers],
+        )
+
+    # --- control messages ----------------------------------------------------------
+
+    def _handle_control(self) -> None:
+        recycle_reasons: list[str] = []
+        while True:
+            try:
+                message = self.control.messages.get_nowait()
+            except queue.Empty:
+                break
+            if message.get("action") == "recycle":
+                recycle_reasons.append(str(message.get("reason", "requested")))
+        if recycle_reasons:  # several broadcasts at once need one recycle
+            self.recycle(", ".join(sorted(set(recycle_reasons))))
+        if self.control.resubscribed.is_set():
+            self.control.resubscribed.clear()
+            self._group_ready = False  # Redis may have restarted empty
+            self._last_heartbeat = 0.0  # check for a missed broadcast now
+
+    # --- Redis trouble ------------------------------------------------------------
+
+    def _guard_redis(self, step: Any) -> None:
+        try:
+            step()
+        except redis.RedisError as exc:
+            self._note_redis_down(exc)
+            time.sleep(0.5)  # do not spin against a Redis that is down
+            return
+        if self._redis_down_since is not None:
+            logger.info("Redis is back after %.1f s", time.monotonic() - self._redis_down_since)
+            self._redis_down_since = None
+            self._group_ready = False
+
+    def _note_redis_down(self, exc: Exception) -> None:
+        if self._redis_down_since is None:
+            self._redis_down_since = time.monotonic()
+            logger.warning("Redis unavailable (%s); workers keep running, retrying", exc)
+
+
+def _parse_item(fields: dict[str, Any]) -> WorkItem | None:
+    try:
+        item = json.loads(fields["item"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    required = ("id", "module", "function")
+    if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in required):
+        return None
+    if not isinstance(item.get("parameters", {}), dict):
+        return None
+    return WorkItem(id=item["id"], module=item["module"], function=item["function"],
+                    parameters=item.get("parameters", {}))
+
+
+def _summary(install: InstallOutcome) -> str:
+    if install["skipped"]:
+        return "nothing to install"
+    failed = ", ".join(f["package"] for f in install["failed"])
+    return (f"{len(install['installed'])} installed"
+            + (f", failed: {failed}" if failed else "")
+            + f" in {install['duration_ms']} ms")
+
+
+def run_pool(size: int | None = None) -> None:
+    """Entry point of `bifrost worker`."""
+    ProcessPool(size).run()
