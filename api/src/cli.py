@@ -27,7 +27,9 @@ logger = logging.getLogger("bifrost")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bifrost", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="bifrost", description="Bifrost runtime: API, worker pools and init."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("up", help="init, then serve the API and a worker pool")
     commands.add_parser("api", help="serve the HTTP API")
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "api":
         from src.api.server import serve
 
-        serve("127.0.0.1", get_settings().port)
+        serve(get_settings().host, get_settings().port)
         return 0
     if args.command == "worker":
         from src.services.execution.process_pool import run_pool

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
     data_dir: Path = Field(default=Path(".bifrost"), validation_alias="BIFROST_DATA_DIR")
     packages_dir_setting: Path | None = Field(default=None, validation_alias="BIFROST_PACKAGES_DIR")
+    host: str = Field(default="127.0.0.1", validation_alias="BIFROST_HOST")
     port: int = Field(default=8000, validation_alias="BIFROST_PORT")
     workers: int = Field(default=2, ge=1, validation_alias="BIFROST_WORKERS")
     admin_token: str | None = Field(default=None, validation_alias="BIFROST_ADMIN_TOKEN")

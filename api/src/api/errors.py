@@ -1,0 +1,73 @@
+"""Domain exceptions -> HTTP answers, in one place.
+
+Answers carry the reason and never a traceback; the token never appears in
+any of them (no handler echoes request headers).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from src.core.requirements import InvalidRequirements
+from src.core.workspace_paths import InvalidPath
+from src.store.database import StoreUnavailable
+from src.store.files import RequirementsConflict
+
+logger = logging.getLogger(__name__)
+
+# Path problems are validation failures of the request, like bad requirement
+# lines: 422 for both, so a client has one status to handle.
+INVALID_PATH_STATUS = 422
+
+
+def invalid_requirements_body(exc: InvalidRequirements) -> dict[str, object]:
+    return {
+        "detail": {
+            "message": f"invalid requirements: {exc}",
+            "errors": [
+                {"line": error.line_number, "text": error.line, "reason": error.reason}
+                for error in exc.errors
+            ],
+        }
+    }
+
+
+async def _invalid_requirements(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InvalidRequirements)
+    return JSONResponse(invalid_requirements_body(exc), status_code=422)
+
+
+async def _invalid_path(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": f"invalid path: {exc}"}, status_code=INVALID_PATH_STATUS)
+
+
+async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequirementsConflict)
+    return JSONResponse(
+        {"detail": {"message": str(exc), "current_hash": exc.current_hash}}, status_code=409
+    )
+
+
+async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Store unavailable: %s", exc)
+    message = str(exc)
+    # StoreUnavailable's own message already starts with "store unavailable".
+    detail = message if message.startswith("store unavailable") else f"store unavailable: {message}"
+    return JSONResponse({"detail": detail}, status_code=503)
+
+
+async def _redis_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("Redis unavailable: %s", exc)
+    return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
+
+
+def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(InvalidRequirements, _invalid_requirements)
+    app.add_exception_handler(InvalidPath, _invalid_path)
+    app.add_exception_handler(RequirementsConflict, _conflict)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(redis.RedisError, _redis_unavailable)

@@ -1,0 +1,158 @@
+"""Package install (phase 2): edit requirements.txt, persist, cache, recycle.
+
+Every change goes store (compare-and-set) -> Redis key -> recycle broadcast,
+all before the caller answers, so "200" means every pool has been told to
+replace its processes, and the new processes install from the new file.
+
+Synchronous, no web imports: the API runs these in its threadpool, and a CLI
+or a test can call them directly.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from pathlib import Path
+from typing import TypedDict
+
+from packaging.utils import canonicalize_name
+
+from src.core.hashing import sha256_hex
+from src.core.requirements import (
+    InvalidRequirements,
+    LineError,
+    make_requirement,
+    requirement_lines,
+)
+from src.core.requirements_cache import (
+    CachedRequirements,
+    add_package_sync,
+    read_requirements,
+    read_store_requirements,
+    remove_package_sync,
+    save_requirements_sync,
+    warm_requirements_cache_sync,
+)
+from src.core.settings import get_settings
+from src.services.execution.control import publish_recycle
+
+logger = logging.getLogger(__name__)
+
+EMPTY_HASH = sha256_hex("")
+
+
+class InstallResult(TypedDict):
+    content: str
+    hash: str
+    changed: bool
+
+
+class InstalledDistribution(TypedDict):
+    name: str
+    version: str
+
+
+class PackageListing(TypedDict):
+    requirements: list[str]
+    installed: list[InstalledDistribution]
+
+
+class PackageNotInRequirements(LookupError):
+    """DELETE of a package no line of requirements.txt names."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"package {name} is not in requirements.txt")
+        self.name = name
+
+
+def _empty() -> CachedRequirements:
+    return CachedRequirements(content="", hash=EMPTY_HASH)
+
+
+def current_requirements() -> CachedRequirements:
+    """The requirements in effect (Redis, else the store); empty when never saved."""
+    return read_requirements() or _empty()
+
+
+def current_requirements_hash() -> str:
+    return current_requirements()["hash"]
+
+
+def _recycle(reason: str) -> None:
+    # Always broadcast, even when nothing changed: a retry after a failed
+    # install must make the workers try again.
+    heard = publish_recycle(reason)
+    logger.info("Recycle broadcast (%s) heard by %d subscriber(s)", reason, heard)
+
+
+def put_requirements(content: str, expected_hash: str | None = None) -> CachedRequirements:
+    """Replace requirements.txt (validated; compare-and-set when `expected_hash`)."""
+    saved = save_requirements_sync(content, expected_hash, "put")
+    _recycle("requirements replaced")
+    return saved
+
+
+def install_package(package: str | None, version: str | None = None) -> InstallResult:
+    """Add or replace one package's line; with no package, re-sync the workers.
+
+    Raises InvalidRequirements for a bad name or version (nothing changed).
+    """
+    if package is None:
+        if version is not None:
+            raise InvalidRequirements(
+                [LineError(0, version, "a version was given without a package")]
+            )
+        # Re-sync: the store is the truth; put it back in Redis, then recycle.
+        warm_requirements_cache_sync()
+        _recycle("re-sync requested")
+        current = read_store_requirements() or _empty()
+        return InstallResult(content=current["content"], hash=current["hash"], changed=False)
+
+    requirement = make_requirement(package, version)
+    cached, changed = add_package_sync(str(requirement))
+    _recycle(f"install {requirement}")
+    return InstallResult(content=cached["content"], hash=cached["hash"], changed=changed)
+
+
+def remove_package(name: str) -> CachedRequirements:
+    """Remove a package's line; PackageNotInRequirements when none names it."""
+    try:
+        cached = remove_package_sync(name)
+    except KeyError:
+        raise PackageNotInRequirements(name) from None
+    _recycle(f"remove {name}")
+    return cached
+
+
+def installed_distributions(path: Path) -> list[InstalledDistribution]:
+    """Distributions found in `path`, sorted by canonical name, one per name.
+
+    When a directory holds two metadata dirs for one name (an interrupted
+    upgrade), the first one importlib finds is reported: it is the one
+    `importlib.metadata.version()` would answer with.
+    """
+    if not path.is_dir():
+        return []
+    found: dict[str, InstalledDistribution] = {}
+    for dist in importlib.metadata.distributions(path=[str(path)]):
+        # Broken metadata (no Name) cannot be listed meaningfully; skip it.
+        # (A missing key is None before Python 3.14 and a KeyError after.)
+        try:
+            name: str | None = dist.metadata["Name"]
+        except KeyError:
+            name = None
+        if not name:
+            continue
+        key = canonicalize_name(name)
+        if key not in found:
+            found[key] = InstalledDistribution(name=name, version=dist.version or "")
+    return [found[key] for key in sorted(found)]
+
+
+def list_packages() -> PackageListing:
+    """What users asked for (requirement lines) and what the packages dir holds."""
+    content = current_requirements()["content"]
+    return PackageListing(
+        requirements=requirement_lines(content),
+        installed=installed_distributions(get_settings().packages_dir),
+    )
