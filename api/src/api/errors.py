@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 
 from src.core.requirements import InvalidRequirements
 from src.core.workspace_paths import InvalidPath
+from src.services.installer.platform import PlatformConflict
 from src.store.database import StoreUnavailable
 from src.store.files import RequirementsConflict
 
@@ -52,6 +53,14 @@ async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _platform_conflict(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PlatformConflict)
+    return JSONResponse(
+        {"detail": {"message": f"platform conflict: {exc}", "conflicts": exc.reasons}},
+        status_code=409,
+    )
+
+
 async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     logger.error("Store unavailable: %s", exc)
     message = str(exc)
@@ -69,5 +78,6 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidRequirements, _invalid_requirements)
     app.add_exception_handler(InvalidPath, _invalid_path)
     app.add_exception_handler(RequirementsConflict, _conflict)
+    app.add_exception_handler(PlatformConflict, _platform_conflict)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(redis.RedisError, _redis_unavailable)

@@ -23,6 +23,7 @@ from src.core.requirements import (
     LineError,
     make_requirement,
     requirement_lines,
+    validate_requirements,
 )
 from src.core.requirements_cache import (
     CachedRequirements,
@@ -35,6 +36,8 @@ from src.core.requirements_cache import (
 )
 from src.core.settings import get_settings
 from src.services.execution.control import publish_recycle
+from src.services.installer.environments import Environments
+from src.services.installer.platform import check_platform
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +89,12 @@ def _recycle(reason: str) -> None:
 
 
 def put_requirements(content: str, expected_hash: str | None = None) -> CachedRequirements:
-    """Replace requirements.txt (validated; compare-and-set when `expected_hash`)."""
+    """Replace requirements.txt (validated; compare-and-set when `expected_hash`).
+
+    Raises PlatformConflict (nothing changed) when a line would replace a
+    distribution the platform runs on.
+    """
+    check_platform(validate_requirements(content), get_settings().packages_dir)
     saved = save_requirements_sync(content, expected_hash, "put")
     _recycle("requirements replaced")
     return saved
@@ -109,6 +117,7 @@ def install_package(package: str | None, version: str | None = None) -> InstallR
         return InstallResult(content=current["content"], hash=current["hash"], changed=False)
 
     requirement = make_requirement(package, version)
+    check_platform([requirement], get_settings().packages_dir)
     cached, changed = add_package_sync(str(requirement))
     _recycle(f"install {requirement}")
     return InstallResult(content=cached["content"], hash=cached["hash"], changed=changed)
@@ -150,9 +159,11 @@ def installed_distributions(path: Path) -> list[InstalledDistribution]:
 
 
 def list_packages() -> PackageListing:
-    """What users asked for (requirement lines) and what the packages dir holds."""
-    content = current_requirements()["content"]
+    """What users asked for (requirement lines) and what this host's packages
+    dir holds for them: the environment of the current requirements hash."""
+    current = current_requirements()
+    environment = Environments(get_settings().packages_dir).latest(current["hash"])
     return PackageListing(
-        requirements=requirement_lines(content),
-        installed=installed_distributions(get_settings().packages_dir),
+        requirements=requirement_lines(current["content"]),
+        installed=installed_distributions(environment.path) if environment else [],
     )

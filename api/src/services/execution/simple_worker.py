@@ -18,21 +18,23 @@ library, redis and packaging: no web stack, no ORM.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import logging
 import os
 import queue
 import signal
-import subprocess
+import subprocess  # noqa: F401  # patched by the seed's tests (see below)
 import sys
-import tempfile
+import tempfile  # noqa: F401
 import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-import redis  # noqa: F401  # the seed's tests patch simple_worker.redis.from_url
+# The seed's tests patch `simple_worker.redis.from_url`, `.subprocess.run`,
+# `.time.sleep` and `.tempfile.NamedTemporaryFile`: the same module objects the
+# requirements cache and the install engine call through.
+import redis  # noqa: F401
 
 from src.core.hashing import sha256_hex
 from src.core.requirements import requirement_lines
@@ -40,6 +42,7 @@ from src.core.requirements_cache import get_requirements_sync
 from src.core.settings import get_settings
 from src.services.execution.executor import execute_item
 from src.services.execution.protocol import InstallOutcome, WorkerInstalling, WorkerReady
+from src.services.installer.engine import ensure_environment
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +66,13 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
     Uses synchronous Redis client since we're not in async context.
 
     Retries: Redis is tried 3 times, 1 s apart, on connection errors (it may
-    still be starting next to us). After that the worker gives up on Redis
-    and logs "Redis unavailable after 3 attempts".
+    still be starting next to us). After that the worker logs "Redis
+    unavailable after 3 attempts" and reads requirements.txt from the store
+    directly, when there is one.
+
+    The install engine does the work: the environment for this requirements
+    hash is reused when it is complete (checked in-process, milliseconds),
+    else built once per host under a lock; it is then put on `sys.path`.
 
     Graceful degradation: a worker without its packages can still run every
     workflow that does not need them, while a worker that crashed runs none,
@@ -85,51 +93,29 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
         if not content.strip():
             logger.info("[%s] Cached requirements.txt is empty", worker_id)
             return _outcome(started, skipped=True, requirements_hash=cached["hash"])
-        return _run_installer(worker_id, content, cached["hash"], started)
+        logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
+        outcome, environment = ensure_environment(content, cached["hash"], worker_id)
+        if environment is not None and str(environment) not in sys.path:
+            # After the platform's site-packages: user packages never shadow it.
+            sys.path.append(str(environment))
+            importlib.invalidate_caches()
+        _log_outcome(worker_id, content, outcome)
+        return outcome
     except Exception as exc:
         logger.warning("[%s] Failed to install requirements: %s", worker_id, exc)
         return _outcome(started, ok=False, error=str(exc))
 
 
-def _run_installer(
-    worker_id: str, content: str, requirements_hash: str, started: float
-) -> InstallOutcome:
-    settings = get_settings()
-    packages_dir = settings.packages_dir
-    packages_dir.mkdir(parents=True, exist_ok=True)
+def _log_outcome(worker_id: str, content: str, outcome: InstallOutcome) -> None:
     lines = requirement_lines(content)
-    with tempfile.NamedTemporaryFile(
-        mode="w", suffix=".txt", prefix="requirements-", delete=False
-    ) as f:
-        f.write(content)
-        temp_path = f.name
-    try:
-        logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
-        result = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "install", "-r", temp_path,
-                "--quiet", "--no-input", "--disable-pip-version-check",
-                # --upgrade so a changed pin replaces what the target holds.
-                "--target", str(packages_dir), "--upgrade",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=settings.install_timeout,
+    failed = [f["package"] for f in outcome["failed"]]
+    landed = len(lines) - len([line for line in lines if line in failed])
+    logger.info("[%s] Installed %d packages from requirements.txt", worker_id, landed)
+    if failed:
+        logger.warning(
+            "[%s] %d of %d requirements failed to install: %s",
+            worker_id, len(failed), len(lines), ", ".join(failed),
         )
-        if result.returncode == 0:
-            logger.info("[%s] Installed %d packages from requirements.txt", worker_id, len(lines))
-            importlib.invalidate_caches()
-            return _outcome(started, installed=lines, requirements_hash=requirements_hash)
-        error = (result.stderr or result.stdout or f"exit status {result.returncode}").strip()
-        logger.warning("[%s] pip install failed: %s", worker_id, error)
-        return _outcome(started, ok=False, error=error, requirements_hash=requirements_hash)
-    except subprocess.TimeoutExpired:
-        error = f"pip install timed out after {settings.install_timeout:g} s"
-        logger.warning("[%s] %s", worker_id, error)
-        return _outcome(started, ok=False, error=error, requirements_hash=requirements_hash)
-    finally:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_path)
 
 
 def _outcome(
@@ -137,14 +123,13 @@ def _outcome(
     *,
     ok: bool = True,
     skipped: bool = False,
-    installed: list[str] | None = None,
     error: str | None = None,
     requirements_hash: str | None = None,
 ) -> InstallOutcome:
     return InstallOutcome(
         ok=ok,
         skipped=skipped,
-        installed=installed or [],
+        installed=[],
         failed=[{"package": "requirements.txt", "error": error[-2000:]}] if error else [],
         duration_ms=int((time.monotonic() - started) * 1000),
         requirements_hash=requirements_hash,

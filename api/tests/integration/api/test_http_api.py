@@ -311,19 +311,23 @@ def test_delete_removes_the_line_and_404s_when_absent(
     control.assert_nothing_published()
 
 
-def test_list_packages_shows_requirements_and_the_packages_dir(
-    api: Api, tmp_path: Path
+def test_list_packages_shows_requirements_and_the_current_environment(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from src.services.installer.engine import ensure_environment
+
     assert api.client.get("/api/packages").json() == {"requirements": [], "installed": []}
-    put(api, "# deps\ntiny-pkg==1.2.3  # pinned\nother>=1\n")
-    packages_dir = get_settings().packages_dir
+    saved = put(api, "# deps\ntiny-pkg==1.2.3  # pinned\nAnother_One>=0.1\n").json()
     for name, version in (("tiny-pkg", "1.2.3"), ("Another_One", "0.1")):
-        with zipfile.ZipFile(build_wheel(tmp_path / "wheels", name, version)) as wheel:
-            wheel.extractall(packages_dir)
+        build_wheel(tmp_path / "wheels", name, version)
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    outcome, _ = ensure_environment(saved["content"], saved["hash"], "w-test")
+    assert outcome["ok"], outcome
     response = api.client.get("/api/packages")
     assert response.status_code == 200
     assert response.json() == {
-        "requirements": ["tiny-pkg==1.2.3", "other>=1"],
+        "requirements": ["tiny-pkg==1.2.3", "Another_One>=0.1"],
         "installed": [
             {"name": "Another_One", "version": "0.1"},
             {"name": "tiny-pkg", "version": "1.2.3"},

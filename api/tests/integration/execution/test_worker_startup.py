@@ -53,16 +53,21 @@ def test_worker_installs_cached_requirements_in_a_fresh_process(
     assert done.returncode == 0, done.stderr
     assert "[w-int] Installing packages from cached requirements.txt" in done.stderr
     assert "[w-int] Installed 1 packages from requirements.txt" in done.stderr, done.stderr
-    assert done.stdout.strip() == "True ['bifrost-probe==1.2.3']"
+    assert done.stdout.strip() == "True ['bifrost-probe==1.2.3']", done.stderr
 
-    packages_dir = isolated_settings / "site-packages"
+    environment = _environment(isolated_settings, "bifrost-probe==1.2.3\n")
     probe = subprocess.run(
         [sys.executable, "-c", "import bifrost_probe; print(bifrost_probe.__file__, bifrost_probe.VERSION)"],
-        env={**os.environ, "PYTHONPATH": str(packages_dir)},
+        env={**os.environ, "PYTHONPATH": str(environment)},
         capture_output=True, text=True, timeout=60,
     )
     assert probe.returncode == 0, probe.stderr
-    assert probe.stdout.split() == [str(packages_dir / "bifrost_probe.py"), "1.2.3"]
+    assert probe.stdout.split() == [str(environment / "bifrost_probe.py"), "1.2.3"]
+
+
+def _environment(data_dir: Path, content: str) -> Path:
+    """Where the packages for `content` live: one directory per requirements hash."""
+    return data_dir / "site-packages" / ".envs" / f"{content_hash(content)}.1"
 
 
 def test_unknown_package_is_logged_and_the_worker_still_starts(
@@ -162,4 +167,4 @@ def test_with_redis_down_the_worker_installs_from_the_store(
     assert "[w-nored] Redis unavailable after 3 attempts" in done.stderr
     assert "[w-nored] Installed 1 packages from requirements.txt" in done.stderr
     assert done.stdout.strip() == "['bifrost-probe==1.2.3']"
-    assert (isolated_settings / "site-packages" / "bifrost_probe.py").exists()
+    assert (_environment(isolated_settings, "bifrost-probe==1.2.3\n") / "bifrost_probe.py").exists()

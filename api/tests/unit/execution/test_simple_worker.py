@@ -168,29 +168,34 @@ class TestInstallPaths:
         assert f"[{W}] No cached requirements.txt found" in caplog.text
         assert not run.called
 
-    def test_installer_targets_the_packages_dir_with_a_timeout(self, from_url, run):
+    def test_installer_builds_inside_the_packages_dir_with_a_timeout(self, from_url, run):
         from_url.return_value = _client(_cached("alpha==1.0\n"))
         _install_requirements_from_cache_sync(W)
         argv = run.call_args[0][0]
         packages_dir = simple_worker.get_settings().packages_dir
-        assert argv[argv.index("--target") + 1] == str(packages_dir)
-        assert run.call_args.kwargs["timeout"] == 300
+        target = Path(argv[argv.index("--target") + 1])
+        assert target.parent == packages_dir / ".envs"  # a build dir, renamed when done
+        assert 0 < run.call_args.kwargs["timeout"] <= 300
+        assert (packages_dir / ".envs" / f"{'h' * 64}.1").is_dir()
+        assert str(packages_dir / ".envs" / f"{'h' * 64}.1") in __import__("sys").path
 
     def test_installer_failure_is_logged_and_reported(self, from_url, run, caplog):
         from_url.return_value = _client(_cached("alpha==1.0\n"))
         run.return_value = MagicMock(returncode=1, stdout="", stderr="ERROR: no alpha")
         with caplog.at_level(logging.INFO):
             outcome = _install_requirements_from_cache_sync(W)
-        assert f"[{W}] pip install failed: ERROR: no alpha" in caplog.text
+        assert "install failed; installing line by line: ERROR: no alpha" in caplog.text
+        assert f"[{W}] x alpha==1.0 failed" in caplog.text
+        assert f"[{W}] 1 of 1 requirements failed to install: alpha==1.0" in caplog.text
         assert outcome["ok"] is False
-        assert "no alpha" in outcome["failed"][0]["error"]
+        assert outcome["failed"] == [{"package": "alpha==1.0", "error": "ERROR: no alpha"}]
 
     def test_installer_timeout_is_logged(self, from_url, run, caplog):
         from_url.return_value = _client(_cached("alpha==1.0\n"))
         run.side_effect = subprocess.TimeoutExpired(cmd="pip", timeout=300)
         with caplog.at_level(logging.INFO):
             outcome = _install_requirements_from_cache_sync(W)
-        assert f"[{W}] pip install timed out" in caplog.text
+        assert "install timed out" in caplog.text
         assert outcome["ok"] is False
 
     def test_unexpected_error_never_escapes(self, from_url, run, caplog):
@@ -234,7 +239,7 @@ class TestInstallPaths:
             outcome = _install_requirements_from_cache_sync(W)
         assert f"[{W}] Installing packages from cached requirements.txt" in caplog.text
         assert f"[{W}] Installed 2 packages from requirements.txt" in caplog.text
-        assert outcome["installed"] == ["alpha==1.0", "beta>=2"]
+        assert outcome["ok"] is True and outcome["failed"] == []
 
 
 # --- run_worker_process ------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The install engine: one place where requirements become an environment."""

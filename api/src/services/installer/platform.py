@@ -1,0 +1,86 @@
+"""The platform guard: user packages never replace what the platform runs on.
+
+The platform is every distribution importable before the runtime packages dir
+(the interpreter's own site-packages). A user's requirement that names one of
+them must accept the version installed (the API refuses it otherwise, 409),
+and every install runs with the platform's versions as constraints, so a
+transitive dependency cannot pull in another version either.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from src.core.hashing import sha256_hex
+from src.services.installer.satisfaction import platform_paths
+
+
+class PlatformConflict(Exception):
+    """A requirement would replace a distribution the platform runs on."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def check_platform(requirements: Iterable[Requirement], packages_dir: Path) -> None:
+    """Raise PlatformConflict naming every requirement the platform cannot accept."""
+    reasons = platform_conflicts(requirements, packages_dir)
+    if reasons:
+        raise PlatformConflict(reasons)
+
+
+def platform_distributions(packages_dir: Path) -> dict[str, tuple[str, str]]:
+    """canonical name -> (name, version) of the platform's distributions."""
+    found: dict[str, tuple[str, str]] = {}
+    paths = platform_paths(exclude=[packages_dir])
+    for dist in importlib.metadata.distributions(path=paths):
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(canonicalize_name(name), (name, dist.version))
+    return found
+
+
+def platform_conflicts(requirements: Iterable[Requirement], packages_dir: Path) -> list[str]:
+    """A reason for each requirement the platform's installed version does not meet."""
+    platform = platform_distributions(packages_dir)
+    reasons = []
+    for requirement in requirements:
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        installed = platform.get(canonicalize_name(requirement.name))
+        if installed is None:
+            continue
+        name, version = installed
+        try:
+            accepted = requirement.specifier.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            accepted = False
+        if not accepted:
+            reasons.append(
+                f"{requirement}: the platform runs on {name} {version}, "
+                "and a runtime package may not replace it"
+            )
+    return reasons
+
+
+def constraints_file(directory: Path, packages_dir: Path) -> Path:
+    """A constraints file pinning the platform's versions (written once per content)."""
+    pins = sorted(
+        f"{name}=={version}" for name, version in platform_distributions(packages_dir).values()
+    )
+    content = "\n".join(pins) + "\n"
+    path = directory / f".platform-constraints-{sha256_hex(content)[:16]}.txt"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(content)
+        temporary.replace(path)
+    return path

@@ -1,0 +1,329 @@
+"""Is an environment already complete? Answered in-process from installed metadata.
+
+A worker restarting with unchanged requirements asks this before it would run
+the installer: every requirement, and every dependency of those, must have a
+``*.dist-info`` (or ``*.egg-info``) on the given paths at a version its
+specifier allows. A marker file alone proves nothing (an install can die half
+way, a package can be deleted), so this reads what is really there.
+
+Only the standard library and ``packaging``: it runs on every worker start and
+must cost milliseconds, so it reads each distribution's metadata once and
+parses a dependency only when a walk reaches it, at most once per call.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import sys
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import NormalizedName, canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+__all__ = ["Unsatisfied", "find_unsatisfied", "platform_paths"]
+
+# A node of the dependency walk: a distribution together with the extras asked of it.
+_Node = tuple[NormalizedName, frozenset[NormalizedName]]
+
+# Marker evaluation can fail on odd metadata; these are what packaging raises.
+_MARKER_ERRORS = (UndefinedComparison, UndefinedEnvironmentName, InvalidVersion)
+
+# Where the metadata headers end and the description body begins (RFC 822 style):
+# the first empty line. A whitespace-only line is a continuation, not the end.
+_BLANK_LINE = re.compile(r"\r?\n\r?\n")
+# Line breaks as the email parser sees them (str.splitlines also breaks on
+# form feeds and Unicode separators, which can sit inside a folded Description).
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+# The header fields read; the rest are never needed here.
+_FIELDS = {"name": "Name", "version": "Version", "requires-dist": "Requires-Dist"}
+
+# A dependency whose whole marker is one `extra == "x"`, the commonest kind and,
+# for big projects, most of their Requires-Dist: it can be skipped unparsed
+# when "x" is not requested.
+_EXTRA_ONLY = re.compile(r"""\s*extra\s*==\s*(['"])([^'"]+)\1\s*""")
+
+
+@dataclass(frozen=True)
+class Unsatisfied:
+    """A top-level requirement the environment does not satisfy, and the first reason found."""
+
+    requirement: str
+    reason: str
+
+
+def _read_fields(text: str) -> dict[str, list[str]]:
+    """Name, Version and Requires-Dist from metadata text, as the email parser would read them.
+
+    The stdlib email parser cost ~0.25 ms a distribution (most of this
+    module's time), and the description body after the headers is most of a
+    METADATA file, so only the header block is scanned, by hand.
+    """
+    end = _BLANK_LINE.search(text)
+    fields: dict[str, list[str]] = {}
+    current: list[str] | None = None  # the values of the field a continuation line extends
+    for line in _NEWLINE.split(text[: end.start() if end else len(text)]):
+        if not line:
+            break  # the blank line before the body (one _BLANK_LINE missed, e.g. "\r\r")
+        if line[:1] in (" ", "\t"):  # a folded continuation of the previous field
+            if current is not None and line.strip():
+                current[-1] = f"{current[-1]} {line.strip()}"
+            continue
+        key, colon, value = line.partition(":")
+        if not colon:
+            break  # not a header: the email parser ends the headers here too
+        field = _FIELDS.get(key.strip().lower())
+        current = fields.setdefault(field, []) if field else None
+        if current is not None:
+            current.append(value.strip())
+    return fields
+
+
+class _Dependency:
+    """One Requires-Dist line, parsed only when a walk first needs it."""
+
+    __slots__ = ("_parsed", "line", "only_extra")
+
+    def __init__(self, line: str) -> None:
+        self.line = line
+        self._parsed: Requirement | None = None
+        # rpartition: a direct URL may hold ";" but the marker is always last.
+        match = _EXTRA_ONLY.fullmatch(line.rpartition(";")[2]) if ";" in line else None
+        self.only_extra = canonicalize_name(match.group(2)) if match else None
+
+    def requirement(self) -> Requirement | None:
+        """The parsed requirement, or None when the line is not a valid one."""
+        if self._parsed is None:
+            try:
+                self._parsed = Requirement(self.line)
+            except InvalidRequirement:
+                return None
+        return self._parsed
+
+
+class _Installed:
+    """One distribution found on the paths; version and dependencies parsed lazily, once."""
+
+    __slots__ = (
+        "_requires",
+        "_version",
+        "conflict",
+        "dist",
+        "name",
+        "path_index",
+        "requires_lines",
+        "version_text",
+    )
+
+    def __init__(
+        self,
+        dist: importlib.metadata.Distribution,
+        fields: dict[str, list[str]],
+        path_index: int,
+    ) -> None:
+        self.dist = dist
+        self.name = fields["Name"][0]
+        self.version_text = _first(fields, "Version")
+        self.requires_lines = fields.get("Requires-Dist")
+        self.path_index = path_index
+        # Another version of the same project in the same directory, if any.
+        self.conflict: str | None = None
+        self._version: Version | str | None = None
+        self._requires: list[_Dependency] | None = None
+
+    def version(self) -> Version | str:
+        """The parsed version, or an explanation of why there is none."""
+        if self._version is None:
+            text = self.version_text
+            if text is None:
+                self._version = "has no version"
+            else:
+                try:
+                    self._version = Version(text)
+                except InvalidVersion:
+                    self._version = f"has unparsable version {text!r}"
+        return self._version
+
+    def requires(self) -> list[_Dependency]:
+        """Declared dependencies, in metadata order."""
+        if self._requires is None:
+            lines = self.requires_lines
+            if lines is None and self.dist.read_text("requires.txt") is not None:
+                # egg-info keeps dependencies in requires.txt, in sections that
+                # dist.requires turns into extra markers.
+                lines = self.dist.requires
+            self._requires = [_Dependency(line) for line in lines or []]
+        return self._requires
+
+
+def _first(fields: dict[str, list[str]], field: str) -> str | None:
+    values = fields.get(field)
+    return (values[0] or None) if values else None
+
+
+def _index(paths: Sequence[str | Path]) -> dict[NormalizedName, _Installed]:
+    """Every distribution on ``paths`` by canonical name; earlier paths win, as on sys.path."""
+    index: dict[NormalizedName, _Installed] = {}
+    for position, path in enumerate(paths):
+        for dist in importlib.metadata.distributions(path=[str(path)]):
+            # The same sources, in the same order, as Distribution.metadata (""
+            # is a legacy egg-info that is a file rather than a directory).
+            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or dist.read_text("")
+            fields = _read_fields(text or "")
+            name = _first(fields, "Name")
+            if name is None:  # a broken or half-written dist-info names nothing
+                continue
+            key = canonicalize_name(name)
+            found = index.get(key)
+            if found is None:
+                index[key] = _Installed(dist, fields, position)
+            elif found.path_index == position:
+                version = _first(fields, "Version")
+                if version != found.version_text:
+                    # Two versions in one directory (a --target install over an
+                    # old one): which one imports is down to files, so trust neither.
+                    found.conflict = version or "no version"
+    return index
+
+
+def _applies(marker: Marker | None, extras: Iterable[str]) -> bool:
+    """Whether a dependency with ``marker`` is needed here, for the base or any extra."""
+    if marker is None:
+        return True
+    try:
+        return any(marker.evaluate({"extra": extra}) for extra in ("", *extras))
+    except _MARKER_ERRORS:
+        # Cannot tell: requiring it errs towards reinstalling, never towards a
+        # broken environment.
+        return True
+
+
+def _extras(req: Requirement) -> frozenset[NormalizedName]:
+    return frozenset(canonicalize_name(extra) for extra in req.extras)
+
+
+class _Checker:
+    """One call's state: the index, and the nodes already proven complete."""
+
+    def __init__(self, paths: Sequence[str | Path]) -> None:
+        self.index = _index(paths)
+        # Nodes whose whole dependency closure has been verified; shared across
+        # top-level requirements so common dependencies are walked once.
+        self.complete: set[_Node] = set()
+
+    def problem(self, req: Requirement) -> str | None:
+        """What is wrong with the installed distribution for ``req``, or None."""
+        installed = self.index.get(canonicalize_name(req.name))
+        if installed is None:
+            return "not installed"
+        if installed.conflict is not None:
+            return (
+                f"installed twice in one directory "
+                f"({installed.version_text} and {installed.conflict})"
+            )
+        version = installed.version()
+        if isinstance(version, str):
+            return version
+        # prereleases=True: an installed prerelease was chosen on purpose (a pin
+        # or --pre), so it satisfies a specifier its version falls within.
+        if not req.specifier.contains(version, prereleases=True):
+            return f"{version} installed, needs {req.specifier}"
+        return None
+
+    def first_problem(self, req: Requirement) -> str | None:
+        """The first reason ``req`` or its dependency closure is not satisfied, or None."""
+        problem = self.problem(req)
+        if problem is not None:
+            return problem if problem == "not installed" else f"{req.name} {problem}"
+        start: _Node = (canonicalize_name(req.name), _extras(req))
+        seen = {start}
+        queue = deque([start])
+        # Breadth first, so the reported problem is the one nearest the requirement.
+        while queue:
+            name, extras = queue.popleft()
+            if (name, extras) in self.complete:
+                continue
+            parent = self.index[name]
+            for line in parent.requires():
+                if line.only_extra is not None and line.only_extra not in extras:
+                    continue  # exactly what evaluating its marker would say
+                dep = line.requirement()
+                if dep is None:
+                    return f"{parent.name} declares an unparsable dependency {line.line!r}"
+                if not _applies(dep.marker, extras):
+                    continue
+                problem = self.problem(dep)
+                if problem is not None:
+                    return f"dependency {dep.name} (of {parent.name}) {problem}"
+                node: _Node = (canonicalize_name(dep.name), _extras(dep))
+                if node not in seen:
+                    seen.add(node)
+                    queue.append(node)
+        # Every node reached was checked and passed, so each one's closure is
+        # complete. On failure nothing is recorded: the walk stopped early.
+        self.complete |= seen
+        return None
+
+
+def _applies_top_level(marker: Marker) -> bool:
+    """Whether a top-level requirement's marker holds here (no extra is being installed)."""
+    try:
+        return marker.evaluate({"extra": ""})
+    except _MARKER_ERRORS:
+        return True  # as in _applies: when unsure, require it
+
+
+def find_unsatisfied(
+    requirements: Iterable[str | Requirement], paths: Sequence[str | Path]
+) -> list[Unsatisfied]:
+    """Requirements not satisfied, with their dependencies, by distributions on ``paths``.
+
+    An empty list means everything is installed at allowed versions. At most
+    one entry per requirement, in the order given.
+    """
+    checker = _Checker(paths)
+    unsatisfied: list[Unsatisfied] = []
+    for item in requirements:
+        text = str(item)
+        if isinstance(item, Requirement):
+            req = item
+        else:
+            try:
+                req = Requirement(item)
+            except InvalidRequirement as exc:
+                unsatisfied.append(Unsatisfied(text, f"invalid requirement: {exc}"))
+                continue
+        # A requirement for another platform or Python is satisfied by absence.
+        if req.marker is not None and not _applies_top_level(req.marker):
+            continue
+        problem = checker.first_problem(req)
+        if problem is not None:
+            unsatisfied.append(Unsatisfied(text, problem))
+    return unsatisfied
+
+
+def platform_paths(exclude: Sequence[str | Path] = ()) -> list[str]:
+    """Directories on ``sys.path``, in order, minus any at or inside an ``exclude`` path.
+
+    With the runtime's package directory excluded, this is where the platform's
+    own distributions live.
+    """
+    excluded = [Path(path).resolve() for path in exclude]
+    result: list[str] = []
+    seen: set[Path] = set()
+    for entry in sys.path:
+        path = Path(entry)  # "" is the current directory, as for the import system
+        if not path.is_dir():
+            continue  # zip files and entries that do not exist hold no dist-info dirs
+        resolved = path.resolve()
+        if resolved in seen or any(resolved.is_relative_to(ex) for ex in excluded):
+            continue
+        seen.add(resolved)
+        result.append(entry)
+    return result
