@@ -24,6 +24,9 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     # Nothing listens on port 1: code under test never reaches a Redis the test
     # did not ask for (the redis_client fixture points REDIS_URL at the run's own).
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    # Installer caches of the test's own: no test reads or fills the machine's.
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
+    monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()

@@ -50,3 +50,82 @@ def build_wheel(
         for member, data in files.items():
             archive.writestr(member, data)
     return path
+
+
+# An in-tree PEP 517 backend: no build requirements, so uv and pip can build
+# the sdist offline. BEHAVIOUR is "ok", "fail" (like a package needing a C
+# compiler the image lacks), or "wait:<path>" (blocks while <path> exists).
+_BACKEND = '''
+import base64, hashlib, os, sys, time, zipfile
+
+NAME, VERSION, BEHAVIOUR = {name!r}, {version!r}, {behaviour!r}
+
+
+def _behave():
+    if BEHAVIOUR == "fail":
+        sys.stderr.write("error: command 'gcc' failed: No such file or directory\\n")
+        raise RuntimeError("building " + NAME + " needs a C compiler")
+    if BEHAVIOUR.startswith("wait:"):
+        marker = BEHAVIOUR[5:]
+        deadline = time.time() + 120
+        while os.path.exists(marker) and time.time() < deadline:
+            time.sleep(0.05)
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    dist_info = os.path.join(metadata_directory, f"{{NAME}}-{{VERSION}}.dist-info")
+    os.makedirs(dist_info)
+    with open(os.path.join(dist_info, "METADATA"), "w") as f:
+        f.write(f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n")
+    return os.path.basename(dist_info)
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _behave()
+    dist_info = f"{{NAME}}-{{VERSION}}.dist-info"
+    files = {{
+        f"{{NAME}}.py": f"VERSION = {{VERSION!r}}\\n".encode(),
+        f"{{dist_info}}/METADATA": f"Metadata-Version: 2.1\\nName: {{NAME}}\\nVersion: {{VERSION}}\\n".encode(),
+        f"{{dist_info}}/WHEEL": b"Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
+    }}
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{{path}},sha256={{digest}},{{len(data)}}")
+    record.append(f"{{dist_info}}/RECORD,,")
+    files[f"{{dist_info}}/RECORD"] = ("\\n".join(record) + "\\n").encode()
+    name = f"{{NAME}}-{{VERSION}}-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+    return name
+'''
+
+
+def build_sdist(wheelhouse: Path, name: str, version: str = "1.0.0", behaviour: str = "ok") -> Path:
+    """Write `<name>-<version>.tar.gz`, built on install by an in-tree backend."""
+    import io
+    import tarfile
+
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    dist = canonicalize_name(name).replace("-", "_")
+    root = f"{dist}-{version}"
+    files = {
+        "pyproject.toml": (
+            '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        ),
+        "backend.py": _BACKEND.format(name=dist, version=version, behaviour=behaviour),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+    }
+    path = wheelhouse / f"{root}.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        for member, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{root}/{member}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path

@@ -8,21 +8,51 @@ import json
 import time
 from typing import Any
 
-from src.services.execution.protocol import ExecutionStatus, WorkItem, WorkResult
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from src.services.execution.protocol import (
+    ExecutionStatus,
+    InstallOutcome,
+    WorkItem,
+    WorkResult,
+)
 from src.services.execution.virtual_import import reset_workspace_modules
 
 
-def execute_item(item: WorkItem, worker_id: str) -> WorkResult:
+def execute_item(
+    item: WorkItem, worker_id: str, install: InstallOutcome | None = None
+) -> WorkResult:
     """Import `item["module"]`, call its function with the parameters, and
-    return a result; never raises (the worker must outlive any user code)."""
+    return a result; never raises (the worker must outlive any user code).
+    `install` is this worker's start-up outcome, to explain a missing module."""
     started = time.monotonic()
     try:
         value = _call(item)
         json.dumps(value)  # the result travels as JSON; refuse what cannot
     except (Exception, SystemExit) as exc:
         # SystemExit too: a workflow calling sys.exit() must not end the worker.
-        return _result(item, worker_id, started, "Failed", None, f"{type(exc).__name__}: {exc}")
+        error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ModuleNotFoundError) and install is not None:
+            error += _install_failure_for(exc.name, install)
+        return _result(item, worker_id, started, "Failed", None, error)
     return _result(item, worker_id, started, "Success", value, None)
+
+
+def _install_failure_for(module: str | None, install: InstallOutcome) -> str:
+    """Why the package providing `module` is missing, when its install failed."""
+    if not module:
+        return ""
+    wanted = canonicalize_name(module.split(".")[0])
+    for failure in install["failed"]:
+        try:
+            name = canonicalize_name(Requirement(failure["package"]).name)
+        except InvalidRequirement:
+            name = None  # "requirements.txt": the whole install failed
+        if name is None or name == wanted:
+            return (f" (the requirement {failure['package']} failed to install: "
+                    f"{failure['error'][-500:]})")
+    return ""
 
 
 def _call(item: WorkItem) -> Any:

@@ -188,13 +188,19 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
             WorkerReady(type="ready", worker_id=worker_id, pid=os.getpid(), install=install)
         )
         logger.info("[%s] Startup: ready for work", worker_id)
-        _work_loop(work_queue, result_queue, worker_id, stop)
+        _work_loop(work_queue, result_queue, worker_id, stop, install)
     finally:
         _restore_signal_handlers(previous)
     logger.info("[%s] Stopped", worker_id)
 
 
-def _work_loop(work_queue: Inbox, result_queue: Outbox, worker_id: str, stop: _StopFlag) -> None:
+def _work_loop(
+    work_queue: Inbox,
+    result_queue: Outbox,
+    worker_id: str,
+    stop: _StopFlag,
+    install: InstallOutcome,
+) -> None:
     parent = os.getppid()
     while not stop.requested:
         try:
@@ -206,7 +212,7 @@ def _work_loop(work_queue: Inbox, result_queue: Outbox, worker_id: str, stop: _S
             continue
         if item is None:
             return
-        result_queue.put(execute_item(item, worker_id))
+        result_queue.put(execute_item(item, worker_id, install))
 
 
 _Handlers = dict[int, Any]

@@ -219,8 +219,13 @@ def _run(argv: list[str], deadline: float) -> tuple[bool, str, int]:
 
 
 def _excerpt(output: str, limit: int) -> str:
-    """The end of the installer's output: where it says why."""
-    text = "\n".join(line for line in output.splitlines() if line.strip())
+    """Where the installer says why: from its first error line, tail kept."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    first_error = next(
+        (i for i, line in enumerate(lines) if line.lstrip().lower().startswith(("error", "×"))),
+        0,
+    )
+    text = "\n".join(lines[first_error:])
     return text if len(text) <= limit else "..." + text[-limit:]
 
 
