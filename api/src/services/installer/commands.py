@@ -35,20 +35,24 @@ def install_command(
     requirements_file: str | None = None,
     requirement: str | None = None,
     constraints_file: Path | None = None,
+    find_links: list[Path] | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """argv installing `-r requirements_file` (or one `requirement`) into `target`."""
+    """argv installing `-r requirements_file` (or one `requirement`) into `target`.
+    `find_links` adds local wheel directories (the fleet cache's) to the operator's."""
     environ = os.environ if environ is None else environ
     what = ["-r", requirements_file] if requirements_file else [str(requirement)]
     constraints = ["--constraint", str(constraints_file)] if constraints_file else []
+    local = [flag for path in find_links or [] for flag in ("--find-links", str(path))]
     if installer == "pip":
         return [
             sys.executable, "-m", "pip", "install", *what, "--target", str(target),
-            "--no-input", "--disable-pip-version-check", *constraints,
+            "--no-input", "--disable-pip-version-check", *constraints, *local,
         ]
     return [
         sys.executable, "-m", "uv", "pip", "install", *what, "--target", str(target),
-        "--python", sys.executable, "--no-progress", *constraints, *_uv_index_flags(environ),
+        "--python", sys.executable, "--no-progress", *constraints, *local,
+        *_uv_index_flags(environ),
     ]
 
 

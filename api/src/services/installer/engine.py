@@ -49,6 +49,8 @@ from src.services.installer.satisfaction import find_unsatisfied, platform_paths
 logger = logging.getLogger(__name__)
 
 ERROR_EXCERPT_CHARS = 1500
+# How uv and pip begin the lines that say why ("\u00d7" is pip's cross mark).
+ERROR_STARTS = ("error", "\u00d7")
 
 
 def ensure_environment(
@@ -222,7 +224,7 @@ def _excerpt(output: str, limit: int) -> str:
     """Where the installer says why: from its first error line, tail kept."""
     lines = [line for line in output.splitlines() if line.strip()]
     first_error = next(
-        (i for i, line in enumerate(lines) if line.lstrip().lower().startswith(("error", "×"))),
+        (i for i, line in enumerate(lines) if line.lstrip().lower().startswith(ERROR_STARTS)),
         0,
     )
     text = "\n".join(lines[first_error:])
