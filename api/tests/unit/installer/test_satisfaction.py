@@ -326,26 +326,6 @@ def test_crlf_metadata(env: Path) -> None:
     assert reasons(["foo==1.0"], env) == ["dependency bar (of foo) 1.0 installed, needs >=2"]
 
 
-def test_header_reader_agrees_with_importlib_metadata() -> None:
-    """Every distribution this interpreter can see reads the same as dist.metadata."""
-    compared = 0
-    for path in platform_paths():
-        for dist in importlib.metadata.distributions(path=[path]):
-            text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-            fields = satisfaction._read_fields(text)
-            for field in ("Name", "Version", "Requires-Dist"):
-                expected = [" ".join(v.split()) for v in dist.metadata.get_all(field) or []]
-                assert [" ".join(v.split()) for v in fields.get(field, [])] == expected, (
-                    dist,
-                    field,
-                )
-            compared += 1
-    assert compared > 0
-
-
-# -- paths ------------------------------------------------------------------------------
-
-
 def test_earlier_path_wins(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     install(first, "foo", "1.0")
@@ -361,16 +341,6 @@ def test_dependency_found_on_a_later_path(tmp_path: Path) -> None:
     install(platform, "bar", "1.0")
     assert find_unsatisfied(["foo"], [env, platform]) == []
     assert reasons(["foo"], env) == ["dependency bar (of foo) not installed"]
-
-
-def test_two_versions_in_one_directory_are_not_trusted(env: Path) -> None:
-    install(env, "foo", "1.0")
-    install(env, "foo", "2.0")
-    [problem] = reasons(["foo"], env)
-    assert problem.startswith("foo installed twice in one directory (")
-
-
-# -- reporting ----------------------------------------------------------------------------
 
 
 def test_invalid_requirement(env: Path) -> None:
