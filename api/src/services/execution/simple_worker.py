@@ -146,6 +146,17 @@ def _add_packages_dir_to_path() -> Path:
     return packages_dir
 
 
+# Secrets user code has no business reading from os.environ (nor passing on to
+# the processes it starts). The settings keep what the worker itself needs.
+SCRUBBED_VARIABLES = ("BIFROST_ADMIN_TOKEN", "DATABASE_URL")
+
+
+def _scrub_environment() -> None:
+    get_settings()  # read them once, before they leave the environment
+    for name in SCRUBBED_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def _configure_logging(worker_id: str) -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -167,6 +178,7 @@ class _StopFlag:
 def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) -> None:
     """Entry point of a worker process (see the module docstring for the order)."""
     _configure_logging(worker_id)
+    _scrub_environment()
     stop = _StopFlag()
     previous = _install_signal_handlers(stop)
     try:

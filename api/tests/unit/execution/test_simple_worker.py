@@ -337,3 +337,20 @@ class TestRunWorkerProcess:
         _, messages = _results(results)
         assert messages[1]["install"] == no_install.return_value
         assert messages[1]["pid"] == __import__("os").getpid()
+
+
+def test_user_code_sees_no_admin_token_or_database_url(no_install, monkeypatch):
+    monkeypatch.setenv("BIFROST_ADMIN_TOKEN", "secret-token")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw@db/x")
+    simple_worker.get_settings.cache_clear()
+    work, results = queue.Queue(), queue.Queue()
+    work.put({"id": "env", "module": "os", "function": "getenv",
+              "parameters": {"key": "BIFROST_ADMIN_TOKEN"}})
+    work.put({"id": "db", "module": "os", "function": "getenv",
+              "parameters": {"key": "DATABASE_URL"}})
+    work.put(None)
+    run_worker_process(work, results, W)
+    done, _ = _results(results)
+    assert [(r["id"], r["result"]) for r in done] == [("env", None), ("db", None)]
+    # the worker itself still knows where the store is (its fallback needs it)
+    assert simple_worker.get_settings().database_url == "postgresql://u:pw@db/x"
