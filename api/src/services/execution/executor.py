@@ -12,6 +12,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from src.services.execution.protocol import (
+    WHOLE_INSTALL,
     ExecutionStatus,
     InstallOutcome,
     WorkItem,
@@ -45,10 +46,13 @@ def _install_failure_for(module: str | None, install: InstallOutcome) -> str:
         return ""
     wanted = canonicalize_name(module.split(".")[0])
     for failure in install["failed"]:
-        try:
-            name = canonicalize_name(Requirement(failure["package"]).name)
-        except InvalidRequirement:
-            name = None  # "requirements.txt": the whole install failed
+        if failure["package"] == WHOLE_INSTALL:
+            name = None  # the whole install failed: any missing module may be why
+        else:
+            try:
+                name = canonicalize_name(Requirement(failure["package"]).name)
+            except InvalidRequirement:
+                continue
         if name is None or name == wanted:
             return (f" (the requirement {failure['package']} failed to install: "
                     f"{failure['error'][-500:]})")

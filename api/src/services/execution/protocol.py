@@ -11,6 +11,10 @@ from typing import Any, Literal, TypedDict
 ExecutionStatus = Literal["Pending", "Running", "Success", "Failed", "Timeout"]
 
 
+# The `package` of a failure that is not one line's: nothing could be installed.
+WHOLE_INSTALL = "requirements.txt"
+
+
 class FailedPackage(TypedDict):
     package: str
     error: str

@@ -41,7 +41,12 @@ from src.core.requirements import requirement_lines
 from src.core.requirements_cache import get_requirements_sync
 from src.core.settings import get_settings
 from src.services.execution.executor import execute_item
-from src.services.execution.protocol import InstallOutcome, WorkerInstalling, WorkerReady
+from src.services.execution.protocol import (
+    WHOLE_INSTALL,
+    InstallOutcome,
+    WorkerInstalling,
+    WorkerReady,
+)
 from src.services.installer.engine import ensure_environment
 
 logger = logging.getLogger(__name__)
@@ -130,7 +135,7 @@ def _outcome(
         ok=ok,
         skipped=skipped,
         installed=[],
-        failed=[{"package": "requirements.txt", "error": error[-2000:]}] if error else [],
+        failed=[{"package": WHOLE_INSTALL, "error": error[-2000:]}] if error else [],
         duration_ms=int((time.monotonic() - started) * 1000),
         requirements_hash=requirements_hash,
     )

@@ -33,7 +33,7 @@ from filelock import Timeout as LockTimeout
 
 from src.core.requirements import requirement_lines
 from src.core.settings import Settings, get_settings
-from src.services.execution.protocol import FailedPackage, InstallOutcome
+from src.services.execution.protocol import WHOLE_INSTALL, FailedPackage, InstallOutcome
 from src.services.installer import commands
 from src.services.installer.environments import (
     IN_USE_FILE,
@@ -83,10 +83,10 @@ def ensure_environment(
         error = "timed out waiting for another process to build the environment"
         logger.warning("[%s] %s", worker_id, error)
         return _outcome(started, requirements_hash, ok=False,
-                        failed=[FailedPackage(package="requirements.txt", error=error)]), None
+                        failed=[FailedPackage(package=WHOLE_INSTALL, error=error)]), None
     if not hold(env.path):
         return _outcome(started, requirements_hash, ok=False, failed=[FailedPackage(
-            package="requirements.txt", error="environment vanished after its build")]), None
+            package=WHOLE_INSTALL, error="environment vanished after its build")]), None
     outcome = _outcome(
         started, requirements_hash, ok=not env.record.failed,
         installed=env.record.installed, failed=env.record.failed,
