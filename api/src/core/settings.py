@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     execution_timeout: float = Field(
         default=300.0, gt=0, validation_alias="BIFROST_EXECUTION_TIMEOUT"
     )
+    wheel_cache: str = Field(default="store", validation_alias="BIFROST_WHEEL_CACHE")
 
     @property
     def data_path(self) -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, Dialect, MetaData, String, Text
+from sqlalchemy import DateTime, Dialect, LargeBinary, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -64,3 +64,27 @@ class RequirementsChange(Base):
     content: Mapped[str] = mapped_column(Text)
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now, index=True)
     change: Mapped[str] = mapped_column(String(2000))  # e.g. "install humanize==4.9.0"
+
+
+class FleetWheel(Base):
+    """A wheel one host built, kept for every host of the fleet (the fleet wheel
+    cache), so that a rebuild of the same requirements needs no package index.
+    Rows are written once and never changed: the filename names the content."""
+
+    __tablename__ = "fleet_wheels"
+
+    filename: Mapped[str] = mapped_column(String(512), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # hex, checked on every read
+    size: Mapped[int]  # bytes of content
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class FleetManifest(Base):
+    """The wheels that make up the environment of one requirements hash."""
+
+    __tablename__ = "fleet_manifests"
+
+    requirements_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    filenames: Mapped[str] = mapped_column(Text)  # a JSON list of FleetWheel filenames
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

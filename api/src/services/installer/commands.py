@@ -63,7 +63,9 @@ def _uv_index_flags(environ: Mapping[str, str]) -> list[str]:
     for extra in environ.get("PIP_EXTRA_INDEX_URL", "").split():
         flags += ["--extra-index-url", extra]
     for links in environ.get("PIP_FIND_LINKS", "").split():
-        flags += ["--find-links", links]
+        # pip skips a local directory that is not there; uv would fail the install.
+        if "://" in links or os.path.exists(links):
+            flags += ["--find-links", links]
     if environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE:
         flags.append("--no-index")
     return flags

@@ -34,7 +34,7 @@ from filelock import Timeout as LockTimeout
 from src.core.requirements import requirement_lines
 from src.core.settings import Settings, get_settings
 from src.services.execution.protocol import WHOLE_INSTALL, FailedPackage, InstallOutcome
-from src.services.installer import commands
+from src.services.installer import commands, fleet_cache
 from src.services.installer.environments import (
     IN_USE_FILE,
     RECORD_FILE,
@@ -49,6 +49,8 @@ from src.services.installer.satisfaction import find_unsatisfied, platform_paths
 logger = logging.getLogger(__name__)
 
 ERROR_EXCERPT_CHARS = 1500
+# Waiters notice a finished build this quickly (filelock polls; its default is 50 ms).
+LOCK_POLL_SECONDS = 0.005
 # How uv and pip begin the lines that say why ("\u00d7" is pip's cross mark).
 ERROR_STARTS = ("error", "\u00d7")
 
@@ -70,15 +72,23 @@ def ensure_environment(
     ready = _usable(envs, requirements_hash, lines, began_at, settings)
     if ready is not None:
         return _skipped(ready, started, worker_id), ready.path
+    lock = envs.lock(requirements_hash, timeout=settings.install_timeout * 2)
     try:
-        with envs.lock(requirements_hash, timeout=settings.install_timeout * 2):
-            # Someone may have built it while we waited for the lock.
+        while True:
+            with lock.acquire(poll_interval=LOCK_POLL_SECONDS):
+                if not _built_since(envs, requirements_hash, began_at):
+                    env = _build(envs, requirements_hash, content, lines, worker_id, settings)
+                    with contextlib.suppress(OSError):
+                        envs.collect_garbage(requirements_hash)
+                    break
+            # A sibling built it while we waited. Check it outside the lock, so
+            # the waiters do not file through the lock one by one.
             ready = _usable(envs, requirements_hash, lines, began_at, settings)
             if ready is not None:
                 return _skipped(ready, started, worker_id), ready.path
-            env = _build(envs, requirements_hash, content, lines, worker_id, settings)
-            with contextlib.suppress(OSError):
-                envs.collect_garbage(requirements_hash)
+            began_at = time.time()  # unusable after all: the next round builds it
+        # Share the wheels with the fleet, off the start-up path.
+        fleet_cache.publish_in_background(requirements_hash, env.path, settings)
     except LockTimeout:
         error = "timed out waiting for another process to build the environment"
         logger.warning("[%s] %s", worker_id, error)
@@ -92,6 +102,11 @@ def ensure_environment(
         installed=env.record.installed, failed=env.record.failed,
     )
     return outcome, env.path
+
+
+def _built_since(envs: Environments, requirements_hash: str, began_at: float) -> bool:
+    latest = envs.latest(requirements_hash)
+    return latest is not None and latest.record.built_at >= began_at
 
 
 def _usable(
@@ -147,7 +162,8 @@ def _build(
             to_install = [f["package"] for f in previous.record.failed]
         logger.info("[%s] Building the environment for %s with %s (%d lines)",
                     worker_id, requirements_hash[:12], installer, len(to_install))
-        failed = _install(installer, build_dir, to_install, worker_id, envs, settings)
+        failed = _install(installer, requirements_hash, build_dir, to_install, worker_id,
+                          envs, settings)
         record = EnvRecord(
             requirements_hash=requirements_hash, content=content, installer=installer,
             installed=_distributions(build_dir), failed=failed,
@@ -161,6 +177,7 @@ def _build(
 
 def _install(
     installer: commands.Installer,
+    requirements_hash: str,
     target: Path,
     lines: list[str],
     worker_id: str,
@@ -170,20 +187,48 @@ def _install(
     """One batch; if it fails, line by line. Returns the lines that failed."""
     if not lines:
         return []
-    constraints = constraints_file(envs.root, settings.packages_dir)
-    deadline = time.monotonic() + settings.install_timeout
+    # The one temporary requirements file of this install (the seed's contract).
     with tempfile.NamedTemporaryFile(
         mode="w", suffix=".txt", prefix="requirements-", delete=False
     ) as f:
         f.write("\n".join(lines) + "\n")
         requirements_file = f.name
     try:
-        argv = commands.install_command(installer, target, requirements_file=requirements_file,
-                                        constraints_file=constraints)
-        ok, output, elapsed_ms = _run(argv, deadline)
+        return _install_from(installer, requirements_hash, target, requirements_file, lines,
+                             worker_id, envs, settings)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(requirements_file)
+
+
+def _install_from(
+    installer: commands.Installer,
+    requirements_hash: str,
+    target: Path,
+    requirements_file: str,
+    lines: list[str],
+    worker_id: str,
+    envs: Environments,
+    settings: Settings,
+) -> list[FailedPackage]:
+    constraints = constraints_file(envs.root, settings.packages_dir)
+    deadline = time.monotonic() + settings.install_timeout
+
+    def batch(find_links: list[Path]) -> tuple[bool, str, int]:
+        return _run(commands.install_command(
+            installer, target, requirements_file=requirements_file,
+            constraints_file=constraints, find_links=find_links), deadline)
+
+    # Wheels this host built or fetched before: no index needed for those.
+    local_wheels = fleet_cache.local_wheel_names(settings)
+    find_links = [fleet_cache.local_wheel_dir(settings)] if local_wheels else []
+    ok, output, elapsed_ms = batch(find_links)
+    if not ok and fleet_cache.fetch(requirements_hash, settings) is not None and \
+            fleet_cache.local_wheel_names(settings) != local_wheels:
+        # Only now ask the fleet (the store: slower, and often not needed):
+        # another host built this hash, so its wheels may need no index at all.
+        find_links = [fleet_cache.local_wheel_dir(settings)]
+        ok, output, elapsed_ms = batch(find_links)
     if ok:
         landed = commands.installed_lines(installer, output)
         for pair in landed:
@@ -194,7 +239,7 @@ def _install(
     failed: list[FailedPackage] = []
     for line in lines:
         argv = commands.install_command(installer, target, requirement=line,
-                                        constraints_file=constraints)
+                                        constraints_file=constraints, find_links=find_links)
         ok, output, elapsed_ms = _run(argv, deadline)
         if ok:
             logger.info("[%s] + %s (%d ms)", worker_id, line, elapsed_ms)

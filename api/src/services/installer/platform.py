@@ -72,15 +72,24 @@ def platform_conflicts(requirements: Iterable[Requirement], packages_dir: Path) 
 
 
 def constraints_file(directory: Path, packages_dir: Path) -> Path:
-    """A constraints file pinning the platform's versions (written once per content)."""
+    """A constraints file pinning the platform's versions.
+
+    Reading every platform distribution's metadata costs tens of milliseconds,
+    so the file is named after the platform's site-packages directories and
+    their modification times (which change whenever a package is installed or
+    removed there) and written only when that changes.
+    """
+    paths = platform_paths(exclude=[packages_dir])
+    # ("" on sys.path is the working directory)
+    stamp = "\n".join(f"{path}:{os.stat(path or '.').st_mtime_ns}" for path in paths)
+    path = directory / f".platform-constraints-{sha256_hex(stamp)[:16]}.txt"
+    if path.exists():
+        return path
     pins = sorted(
         f"{name}=={version}" for name, version in platform_distributions(packages_dir).values()
     )
-    content = "\n".join(pins) + "\n"
-    path = directory / f".platform-constraints-{sha256_hex(content)[:16]}.txt"
-    if not path.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(content)
-        temporary.replace(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text("\n".join(pins) + "\n")
+    temporary.replace(path)
     return path

@@ -173,3 +173,27 @@ def test_old_environments_are_collected_unless_held(wheelhouse: Path) -> None:
     remaining = sorted(p.name for p in _envs().root.iterdir() if not p.name.startswith("."))
     # the new one, and the newest of an older hash for rollback; the rest went
     assert remaining == sorted([f"{sha256_hex(content)}.1", made[2].name])
+
+
+def test_a_host_rebuilds_from_the_fleet_cache_with_no_index(
+    sqlite_system: str, wheelhouse: Path, isolated_settings: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import shutil
+
+    from src.services.installer import fleet_cache
+
+    content = "good-a==1.0\ngood-b==2.0\n"
+    h = sha256_hex(content)
+    first, _ = ensure_environment(content, h, "w-first")
+    assert first["ok"] and not first["skipped"]
+    assert fleet_cache.wait_for_uploads(60)  # the builder shares its wheels in the background
+    shutil.rmtree(wheelhouse)  # the index is gone (PIP_NO_INDEX=1 stays set)
+    shutil.rmtree(get_settings().packages_dir)  # a new host, or a wiped one
+    environments._held.clear()
+    caplog.set_level("INFO")
+    again, env = ensure_environment(content, h, "w-again")
+    assert again["ok"] and not again["skipped"], again
+    assert again["installed"] == ["good-a==1.0", "good-b==2.0", "good-dep==1.5"]
+    assert env is not None and _importable(env, "good_a") and _importable(env, "good_dep")
+    assert "Fleet wheel cache: 0 of 3 wheels" in caplog.text

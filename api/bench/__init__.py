@@ -1,0 +1,1 @@
+"""Benchmarks (not part of the runtime): `python -m bench.startup` from `api/`."""
