@@ -58,6 +58,7 @@ SPEEDUP_TARGETS = {"warm": 40.0, "cold": 10.0}
 RSS_TARGET_MB = 60.0
 TOP_LEVEL_PACKAGES = 10
 DEPENDENCIES = 12
+SUBMODULES = 20  # modules per package, besides the top-level module
 REQUIREMENTS_KEY = "bifrost:requirements:content"
 WAIT_SECONDS = 600.0
 
@@ -89,9 +90,10 @@ class Bench:
     def packages_dir(self, function: str) -> Path:
         return self.home(function) / "packages"
 
-    def env(self, function: str) -> dict[str, str]:
+    def env(self, function: str, state: str = "cold") -> dict[str, str]:
         home = self.home(function)
         return {
+            **self.baseline_mode(function, state),
             "REDIS_URL": self.redis_url,
             "BIFROST_DATA_DIR": str(home / "data"),
             "BIFROST_PACKAGES_DIR": str(self.packages_dir(function)),
@@ -101,6 +103,17 @@ class Bench:
             "PIP_CACHE_DIR": str(home / "pip-cache"),
             "TMPDIR": str(home / "tmp"),  # the installers' temp files stay in here too
         }
+
+    def baseline_mode(self, function: str, state: str) -> dict[str, str]:
+        """The seed installs into the interpreter's site-packages, where a warm
+        start is pip's no-op. So warm runs the seed verbatim with its packages
+        dir on PYTHONPATH (pip sees them installed and skips them); cold runs it
+        with `--target`, so it never writes into the project's venv."""
+        if function != "baseline":
+            return {}
+        if state == "warm":
+            return {"PYTHONPATH": str(self.packages_dir(function))}
+        return {"BENCH_BASELINE_TARGET": "1"}
 
     def make_cold(self, function: str) -> None:
         """Empty packages dir, installer caches, data and temp dirs."""
@@ -148,13 +161,25 @@ def module_source(name: str, functions: int = 60) -> str:
     return "\n".join(lines) + "\n"
 
 
+def package_files(name: str) -> dict[str, str]:
+    """A package of SUBMODULES modules next to the top module: real wheels hold
+    tens of files (requests ~20, flask ~25), and installers' work grows with them.
+    The issue's figures (seed: ~1 s warm, ~4.4 s cold) were taken with such wheels."""
+    package = name.replace("-", "_") + "_impl"
+    files = {f"{package}/__init__.py": f'"""{name} internals."""\n'}
+    for m in range(SUBMODULES):
+        files[f"{package}/part{m}.py"] = module_source(f"{name}.part{m}", functions=25)
+    return files
+
+
 def build_wheelhouse(wheelhouse: Path) -> str:
     """22 wheels; returns requirements.txt (the 10 top-level pins)."""
     from tests.support.wheels import build_wheel
 
     for d in range(DEPENDENCIES):
         name = f"bench-dep-{d}"
-        build_wheel(wheelhouse, name, module_source=module_source(name))
+        build_wheel(wheelhouse, name, module_source=module_source(name),
+                    extra_files=package_files(name))
     pins = []
     for p in range(TOP_LEVEL_PACKAGES):
         name = f"bench-pkg-{p}"
@@ -162,7 +187,8 @@ def build_wheelhouse(wheelhouse: Path) -> str:
         requires = [f"bench-dep-{p}>=1.0"]
         if p + TOP_LEVEL_PACKAGES < DEPENDENCIES:
             requires.append(f"bench-dep-{p + TOP_LEVEL_PACKAGES}>=1.0")
-        build_wheel(wheelhouse, name, module_source=module_source(name), requires=requires)
+        build_wheel(wheelhouse, name, module_source=module_source(name), requires=requires,
+                    extra_files=package_files(name))
         pins.append(f"{name}==1.0.0")
     return "\n".join(pins) + "\n"
 
@@ -201,7 +227,8 @@ def _collect(results: Any, count: int, processes: list[Any], log: Path) -> list[
 
 
 def run_group(
-    bench: Bench, function: str, workers: int, label: str, instrument: bool = False
+    bench: Bench, function: str, workers: int, label: str, instrument: bool = False,
+    state: str = "cold",
 ) -> list[dict[str, Any]]:
     """Start `workers` processes at once; each times one call of `function`'s install."""
     ctx = _spawn()
@@ -211,7 +238,8 @@ def run_group(
     processes = [
         ctx.Process(
             target=_procs.timed_install,
-            args=(function, f"{label}-w{i}", bench.env(function), str(log), barrier, results,
+            args=(function, f"{label}-w{i}", bench.env(function, state), str(log), barrier,
+                  results,
                   instrument),
             daemon=True,
         )
@@ -265,7 +293,7 @@ def measure_calls(bench: Bench) -> dict[tuple[str, str], Scenario]:
             bench.make_cold(function)
             for state in STATES:
                 label = f"{state}-{function}-run{run}"
-                results = run_group(bench, function, WORKERS, label)
+                results = run_group(bench, function, WORKERS, label, state=state)
                 scenario = scenarios[(state, function)]
                 scenario.runs.append(sorted(r["seconds"] for r in results))
                 scenario.warnings += [w for r in results for w in r["warnings"]]

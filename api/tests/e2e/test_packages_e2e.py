@@ -259,3 +259,24 @@ def test_worker_killed_mid_execution(make_stack: StackFactory, tmp_path: Path) -
 
     after = stack.execute("workflows.sleeper", params={"marker": str(marker), "seconds": 0})
     assert (after["status"], after["result"]) == ("Success", "done"), f"{after}\n{stack.logs()}"
+
+
+def test_old_environments_go_once_no_worker_uses_them(make_stack: StackFactory) -> None:
+    stack = make_stack()
+    for version in ("1.0", "2.0", "3.0"):
+        build_wheel(stack.wheelhouse, "bifrost-e2e-gc", version)
+    stack.start()
+    hashes = []
+    for version in ("1.0", "2.0", "3.0"):
+        answer = stack.install("bifrost-e2e-gc", version)
+        stack.wait_ready(answer["hash"])
+        hashes.append(answer["hash"])
+    envs = stack.packages_dir / ".envs"
+
+    def kept() -> set[str] | None:
+        names = {p.name.split(".")[0] for p in envs.iterdir() if not p.name.startswith(".")}
+        return names if hashes[0] not in names else None
+
+    # The first hash's environment goes once the workers using it retired; the
+    # current one stays, and the one before it (for rollback).
+    assert stack.wait(kept, 30, "the oldest environment to be collected") == set(hashes[1:])

@@ -22,11 +22,13 @@ def build_wheel(
     *,
     module_source: str | None = None,
     requires: list[str] | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write `<name>-<version>-py3-none-any.whl` into `wheelhouse`.
 
     The wheel holds one module, named like the distribution with `-` as `_`,
-    whose `VERSION` is the version unless `module_source` says otherwise.
+    whose `VERSION` is the version unless `module_source` says otherwise,
+    plus `extra_files` (archive path -> text).
     """
     wheelhouse.mkdir(parents=True, exist_ok=True)
     dist = canonicalize_name(name).replace("-", "_")
@@ -36,6 +38,7 @@ def build_wheel(
     metadata += [f"Requires-Dist: {req}" for req in requires or []]
     files: dict[str, bytes] = {
         f"{module}.py": (module_source or f"VERSION = {version!r}\n").encode(),
+        **{path: text.encode() for path, text in (extra_files or {}).items()},
         f"{dist_info}/METADATA": ("\n".join(metadata) + "\n").encode(),
         f"{dist_info}/WHEEL": (
             b"Wheel-Version: 1.0\nGenerator: bifrost-tests\nRoot-Is-Purelib: true\n"

@@ -48,6 +48,7 @@ from src.services.execution.control import ControlListener
 from src.services.execution.protocol import InstallOutcome, WorkItem
 from src.services.execution.registry import PoolState, WorkerState, WorkerStatus
 from src.services.execution.simple_worker import run_worker_process
+from src.services.installer.environments import Environments
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ class ProcessPool:
         dead = [w for w in self.workers if not w.process.is_alive()]
         if not dead:
             return
+        retired = False
         self._collect_results(wait=False)  # what a worker said just before it exited
         for worker in dead:
             self.workers.remove(worker)
@@ -234,10 +236,26 @@ class ProcessPool:
                 )
             if worker.retiring:  # its replacement already exists
                 logger.info("[%s] retired (exit code %s)", worker.worker_id, exitcode)
+                retired = True
             elif not self._stopping:
                 logger.warning("[%s] died (exit code %s); replacing it", worker.worker_id, exitcode)
                 self._spawn(worker.slot)
         self._dirty = True
+        if retired:
+            self._collect_environments()
+
+    def _collect_environments(self) -> None:
+        """Retired workers released their environments: delete the ones no
+        process on this host uses any more (the engine keeps one for rollback)."""
+        if self._known_hash is None:
+            return
+        try:
+            removed = Environments(self.settings.packages_dir).collect_garbage(self._known_hash)
+        except OSError as exc:
+            logger.warning("Could not collect old environments: %s", exc)
+            return
+        for path in removed:
+            logger.info("Removed the unused environment %s", path.name)
 
     def _enforce_timeouts(self) -> None:
         limit = self.settings.execution_timeout

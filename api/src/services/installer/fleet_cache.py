@@ -130,15 +130,21 @@ def fetch(requirements_hash: str, settings: Settings | None = None) -> Path | No
     return local if _holds_wheels(local) else None
 
 
+PUBLISH_DELAY_SECONDS = 1.0
+
+
 def publish_in_background(
     requirements_hash: str, env_path: Path, settings: Settings | None = None
 ) -> threading.Thread:
     """`publish` in a daemon thread: repacking and uploading never delay the
-    start-up of the worker that built the environment."""
-    thread = threading.Thread(
-        target=publish, args=(requirements_hash, env_path, settings or get_settings()),
-        name=f"fleet-wheel-publish-{requirements_hash[:12]}", daemon=True,
+    start-up of the worker that built the environment. It starts a moment
+    later, so it does not take CPU from the sibling workers starting with it."""
+    thread = threading.Timer(
+        PUBLISH_DELAY_SECONDS, publish,
+        args=(requirements_hash, env_path, settings or get_settings()),
     )
+    thread.name = f"fleet-wheel-publish-{requirements_hash[:12]}"
+    thread.daemon = True
     with _uploads_lock:
         _uploads[:] = [t for t in _uploads if t.is_alive()]
         _uploads.append(thread)

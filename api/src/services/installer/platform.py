@@ -19,7 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from src.core.hashing import sha256_hex
-from src.services.installer.satisfaction import platform_paths
+from src.services.installer.satisfaction import metadata_headers, platform_paths
 
 
 class PlatformConflict(Exception):
@@ -42,9 +42,10 @@ def platform_distributions(packages_dir: Path) -> dict[str, tuple[str, str]]:
     found: dict[str, tuple[str, str]] = {}
     paths = platform_paths(exclude=[packages_dir])
     for dist in importlib.metadata.distributions(path=paths):
-        name = dist.metadata["Name"]
-        if name:
-            found.setdefault(canonicalize_name(name), (name, dist.version))
+        headers = metadata_headers(dist)
+        name, version = headers["Name"], headers["Version"]
+        if name and version:
+            found.setdefault(canonicalize_name(str(name)), (str(name), str(version)))
     return found
 
 

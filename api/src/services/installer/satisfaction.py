@@ -28,7 +28,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["Unsatisfied", "find_unsatisfied", "platform_paths"]
+__all__ = ["Unsatisfied", "find_unsatisfied", "metadata_headers", "platform_paths"]
 
 # A node of the dependency walk: a distribution together with the extras asked of it.
 _Node = tuple[NormalizedName, frozenset[NormalizedName]]
@@ -107,7 +107,7 @@ class _Installed:
         return self._requires
 
 
-def _headers(dist: importlib.metadata.Distribution) -> Message:
+def metadata_headers(dist: importlib.metadata.Distribution) -> Message:
     """The metadata's header block, parsed by the stdlib. The description body
     after the first blank line is most of a METADATA file and never needed,
     so it is cut off before parsing (parsing it cost ~1 ms a distribution)."""
@@ -133,7 +133,7 @@ class _Index:
         if key not in self._found:
             self._found[key] = None
             for dist in importlib.metadata.distributions(name=key, path=self.paths):
-                headers = _headers(dist)
+                headers = metadata_headers(dist)
                 if headers["Name"]:  # a broken or half-written dist-info names nothing
                     self._found[key] = _Installed(dist, headers)
                     break
