@@ -578,3 +578,25 @@ def test_store_down_is_503_and_redis_is_untouched(
         assert redis_client.get(REQUIREMENTS_KEY) is None
     finally:
         dispose_engines()
+
+
+# --- platform guard -----------------------------------------------------------------
+
+
+def test_a_line_that_would_replace_a_platform_package_is_409_and_changes_nothing(
+    api: Api, redis_client: redis.Redis, control: ControlWatcher
+) -> None:
+    put(api, "alpha==1\n")
+    control.next()
+    answer = put(api, "alpha==1\npydantic<2\n")
+    assert answer.status_code == 409
+    detail = answer.json()["detail"]
+    assert detail["conflicts"][0].startswith("pydantic<2: the platform runs on pydantic 2.")
+    install = api.client.post("/api/packages/install",
+                              json={"package": "SQLAlchemy", "version": "1.4.0"})
+    assert install.status_code == 409
+    assert "the platform runs on SQLAlchemy 2." in install.json()["detail"]["message"]
+    # A requirement the platform's own version satisfies is fine.
+    assert api.client.post("/api/packages/install",
+                           json={"package": "pydantic", "version": ">=2"}).status_code == 200
+    assert read_store_requirements() == in_effect("alpha==1\npydantic>=2\n")

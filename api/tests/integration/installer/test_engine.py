@@ -197,3 +197,18 @@ def test_a_host_rebuilds_from_the_fleet_cache_with_no_index(
     assert again["installed"] == ["good-a==1.0", "good-b==2.0", "good-dep==1.5"]
     assert env is not None and _importable(env, "good_a") and _importable(env, "good_dep")
     assert "Fleet wheel cache: 0 of 3 wheels" in caplog.text
+
+
+def test_a_dependency_that_would_replace_a_platform_package_fails_alone(
+    wheelhouse: Path,
+) -> None:
+    # The platform runs on pydantic 2: a package needing pydantic<2 cannot land,
+    # and nothing it would pull in replaces the platform's copy.
+    build_wheel(wheelhouse, "wants-old-pydantic", "1.0", requires=["pydantic<2"])
+    build_wheel(wheelhouse, "pydantic", "1.10.0")
+    content = "good-b==2.0\nwants-old-pydantic==1.0\n"
+    outcome, env = ensure_environment(content, sha256_hex(content), "w-clash")
+    assert [f["package"] for f in outcome["failed"]] == ["wants-old-pydantic==1.0"]
+    assert "pydantic" in outcome["failed"][0]["error"]
+    assert env is not None and _importable(env, "good_b")
+    assert not list(env.glob("pydantic*"))
