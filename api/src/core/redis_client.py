@@ -10,6 +10,8 @@ from __future__ import annotations
 import threading
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from src.core.settings import get_settings
 
@@ -28,6 +30,10 @@ def get_redis(url: str | None = None) -> redis.Redis:
                 socket_timeout=5.0,
                 socket_connect_timeout=5.0,
                 health_check_interval=30,
+                # A pooled connection that died with a Redis restart is replaced
+                # on the spot, instead of failing the command that found it.
+                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             )
             _clients[url] = client
         return client

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     execution_timeout: float = Field(
         default=300.0, gt=0, validation_alias="BIFROST_EXECUTION_TIMEOUT"
     )
+    # How long a claimed execution may go unacknowledged before another pool
+    # decides its pool died and takes it over (pools refresh their claims).
+    claim_idle_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="BIFROST_CLAIM_IDLE_SECONDS"
+    )
     wheel_cache: str = Field(default="store", validation_alias="BIFROST_WHEEL_CACHE")
 
     @property

@@ -130,16 +130,19 @@ class Stack:
             timeout=30,
         )
         self.wait(self._healthy, 60, "the API to answer /health")
+        self.start_pools()
+        if wait:
+            self.wait_subscribed()
+            self.wait_ready(self.current_hash())
+        return self
+
+    def start_pools(self) -> None:
         # Processes that run user code never see the admin token (as `bifrost up`).
         worker_env = {k: v for k, v in self.env().items() if k != "BIFROST_ADMIN_TOKEN"}
         for index in range(self.pools):
             self.pool_processes.append(self._popen(
                 f"pool-{index}", ["worker", "--workers", str(self.workers_per_pool)], worker_env,
             ))
-        if wait:
-            self.wait_subscribed()
-            self.wait_ready(self.current_hash())
-        return self
 
     def _healthy(self) -> bool:
         return self.client.get("/health").status_code == 200

@@ -14,7 +14,7 @@ The loop, top to bottom, once per turn:
 Entries are read through a consumer group, so each goes to one pool. An entry
 stays pending until its result is recorded (then it is acknowledged and
 deleted); one held by a dead pool is claimed by another after
-`CLAIM_IDLE_SECONDS`: run if it never started, marked `Failed` if it had.
+`BIFROST_CLAIM_IDLE_SECONDS`: run if it never started, marked `Failed` if it had.
 
 Worker processes are started with `spawn`: a fresh interpreter that imports
 only the worker's modules (no web stack, no inherited connections).
@@ -53,8 +53,6 @@ from src.services.installer.environments import Environments
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
-# A pending entry untouched this long belongs to a pool that stopped heart-beating.
-CLAIM_IDLE_SECONDS = 30.0
 STATE_PUBLISH_MIN_INTERVAL = 0.2
 STREAM_BLOCK_MS = 20
 RESULT_WAIT_SECONDS = 0.05
@@ -411,7 +409,7 @@ class ProcessPool:
                               min_idle_time=0, message_ids=held, justid=True)
         _next, claimed, *_ = self.redis.xautoclaim(
             executions.STREAM_KEY, executions.GROUP, self.pool_id,
-            min_idle_time=int(CLAIM_IDLE_SECONDS * 1000), start_id="0-0", count=50,
+            min_idle_time=int(self.settings.claim_idle_seconds * 1000), start_id="0-0", count=50,
         )
         for entry_id, fields in claimed:
             item = _parse_item(fields or {})

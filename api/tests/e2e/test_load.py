@@ -1,0 +1,50 @@
+"""Load through the real stack: concurrent installs, and executions across a recycle."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.test_packages_e2e import StackFactory
+
+MARK = ("def main(token, log):\n"
+        "    with open(log, 'a') as f:\n"
+        "        f.write(token + '\\n')\n"
+        "    return token\n")
+
+
+def test_fifty_concurrent_installs_over_http_keep_all_fifty(make_stack: StackFactory) -> None:
+    stack = make_stack(pools=0).start(wait=False)
+    base, headers = str(stack.client.base_url), dict(stack.client.headers)
+
+    def install(i: int) -> int:
+        with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
+            return client.post("/api/packages/install",
+                               json={"package": f"load-pkg-{i}", "version": "1.0"}).status_code
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        statuses = list(pool.map(install, range(50)))
+    assert statuses == [200] * 50
+    lines = stack.client.get("/api/requirements").json()["content"].splitlines()
+    assert sorted(lines) == sorted(f"load-pkg-{i}==1.0" for i in range(50))
+
+
+def test_five_hundred_executions_over_two_pools_with_a_recycle_run_once_each(
+    make_stack: StackFactory, tmp_path: Path
+) -> None:
+    stack = make_stack(pools=2, workers_per_pool=2).start()
+    stack.upload("workflows/mark.py", MARK)
+    log = tmp_path / "runs.log"
+    ids: list[str] = []
+    for i in range(500):
+        ids.append(stack.submit("workflows.mark", params={"token": f"t{i}", "log": str(log)}))
+        if i == 250:
+            assert stack.client.post("/api/workers/recycle-all").status_code == 202
+    records = [stack.wait_final(i, timeout=120) for i in ids]
+    assert Counter(r["status"] for r in records) == {"Success": 500}
+    runs = Counter(log.read_text().split())
+    assert len(runs) == 500 and set(runs.values()) == {1}  # each exactly once
+    assert len({r["worker_id"] for r in records}) > 4  # the recycle replaced the workers
