@@ -54,7 +54,11 @@ logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
 STATE_PUBLISH_MIN_INTERVAL = 0.2
-STREAM_BLOCK_MS = 20
+# How long a read of the stream may wait for new entries. While a worker is
+# busy, its result may arrive during that wait and is only handled after it,
+# so the wait is short then; with every worker idle nothing else is due.
+STREAM_BLOCK_MS_BUSY = 5
+STREAM_BLOCK_MS_IDLE = 50
 RESULT_WAIT_SECONDS = 0.05
 SHUTDOWN_GRACE_SECONDS = 10.0
 
@@ -201,6 +205,9 @@ class ProcessPool:
         self._dirty = True
         logger.info("[%s] started (pid %s)", worker_id, process.pid)
         return worker
+
+    def _busy(self) -> bool:
+        return any(w.current is not None for w in self.workers)
 
     def _idle_workers(self) -> list[Worker]:
         return [w for w in self.workers if w.status == "idle" and not w.retiring]
@@ -376,7 +383,8 @@ class ProcessPool:
             try:
                 response: Any = self.redis.xreadgroup(
                     executions.GROUP, self.pool_id, {executions.STREAM_KEY: ">"},
-                    count=len(idle), block=STREAM_BLOCK_MS,
+                    count=len(idle),
+                    block=STREAM_BLOCK_MS_BUSY if self._busy() else STREAM_BLOCK_MS_IDLE,
                 )
             except redis.ResponseError as exc:
                 if "NOGROUP" in str(exc):  # Redis lost the group: make it again
