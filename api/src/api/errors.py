@@ -10,7 +10,9 @@ import logging
 
 import redis
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.core.requirements import InvalidRequirements
 from src.core.workspace_paths import InvalidPath
@@ -74,7 +76,35 @@ async def _redis_unavailable(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"redis unavailable: {exc}"}, status_code=503)
 
 
+def unparsable_body_reason(exc: StarletteHTTPException) -> str | None:
+    """What is wrong with a JSON body FastAPI could not parse, when known.
+
+    FastAPI answers 400 "There was an error parsing the body" for every
+    failure other than a JSON syntax error, chaining the real one: bytes that
+    are not UTF-8, and JSON nested deeper than the parser recurses.
+    """
+    cause = exc.__cause__
+    if exc.status_code != 400:
+        return None
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 (byte {cause.start}: {cause.reason})"
+    if isinstance(cause, RecursionError):
+        return "request body JSON is nested too deeply"
+    return None
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    reason = unparsable_body_reason(exc)
+    if reason is not None:
+        # A body that cannot be read as JSON is a validation failure, like
+        # malformed JSON (FastAPI's own 422 "JSON decode error").
+        return JSONResponse({"detail": reason}, status_code=422)
+    return await http_exception_handler(request, exc)
+
+
 def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidRequirements, _invalid_requirements)
     app.add_exception_handler(InvalidPath, _invalid_path)
     app.add_exception_handler(RequirementsConflict, _conflict)

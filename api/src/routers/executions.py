@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from src.api.auth import admin_only
 from src.routers.models import StrictRequest
@@ -29,6 +29,18 @@ class ExecutionIn(StrictRequest):
     )
     function: str = Field(min_length=1, max_length=MAX_FUNCTION_LENGTH, pattern=rf"^{IDENTIFIER}$")
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("function")
+    @classmethod
+    def function_is_public(cls, function: str) -> str:
+        # A workflow names a function its module defines for callers; '_name'
+        # is private and '__class__', '__init__', ... are Python's own machinery.
+        if function.startswith("_"):
+            raise ValueError(
+                f"function {function!r} starts with '_': name a public function "
+                "of the module (private and dunder names cannot be run)"
+            )
+        return function
 
 
 class ExecutionQueued(BaseModel):

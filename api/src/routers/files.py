@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from src.api.auth import admin_only
 from src.core import module_cache
-from src.core.workspace_paths import InvalidPath, validate_path
+from src.core.workspace_paths import MAX_FILE_BYTES, InvalidPath, validate_content, validate_path
 
 PREFIX = "/api/files"
 
@@ -53,13 +53,24 @@ WorkspacePath = Annotated[str, Depends(workspace_path)]
 
 
 def _decode(body: bytes) -> str:
+    """The file's text, or the answer saying what is wrong with the content
+    (checked here, so it is not reported as a problem of the path)."""
+    if len(body) > MAX_FILE_BYTES:
+        raise HTTPException(
+            413,  # by number: the constant was renamed across Starlette versions
+            f"file content is larger than {MAX_FILE_BYTES} bytes ({len(body)} bytes)",
+        )
     try:
-        return body.decode("utf-8")
+        content = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise HTTPException(
             422,  # by number: the constant was renamed across Starlette versions
             f"file content is not valid UTF-8 (byte {exc.start}: {exc.reason})",
         ) from None
+    try:
+        return validate_content(content)
+    except InvalidPath as exc:
+        raise HTTPException(422, f"invalid file content: {exc}") from None
 
 
 @router.put("/{path:path}", response_model=FileOut)
