@@ -14,6 +14,7 @@ walk reaches, once each, and parses a dependency only when the walk needs it.
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import sys
 from collections import deque
@@ -256,18 +257,21 @@ def platform_paths(exclude: Sequence[str | Path] = ()) -> list[str]:
     """Directories on ``sys.path``, in order, minus any at or inside an ``exclude`` path.
 
     With the runtime's package directory excluded, this is where the platform's
-    own distributions live.
+    own distributions live. sys.path entries are compared in absolute form
+    without resolving symlinks (that costs syscalls per entry at every start);
+    the worker puts resolved paths there itself.
     """
-    excluded = [Path(path).resolve() for path in exclude]
+    excluded = [os.path.realpath(path) for path in exclude]  # few: resolving them is cheap
     result: list[str] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
     for entry in sys.path:
-        path = Path(entry)  # "" is the current directory, as for the import system
-        if not path.is_dir():
-            continue  # zip files and entries that do not exist hold no dist-info dirs
-        resolved = path.resolve()
-        if resolved in seen or any(resolved.is_relative_to(ex) for ex in excluded):
+        absolute = os.path.abspath(entry)  # "" is the current directory
+        if absolute in seen or any(
+            absolute == ex or absolute.startswith(ex + os.sep) for ex in excluded
+        ):
             continue
-        seen.add(resolved)
+        if not os.path.isdir(absolute):
+            continue  # zip files and entries that do not exist hold no dist-info dirs
+        seen.add(absolute)
         result.append(entry)
     return result
