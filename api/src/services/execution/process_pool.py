@@ -32,6 +32,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
@@ -494,7 +495,7 @@ class ProcessPool:
 
     # --- Redis trouble ------------------------------------------------------------
 
-    def _guard_redis(self, step: Any) -> None:
+    def _guard_redis(self, step: Callable[[], None]) -> None:
         try:
             step()
         except redis.RedisError as exc:
