@@ -16,8 +16,10 @@ stays pending until its result is recorded (then it is acknowledged and
 deleted); one held by a dead pool is claimed by another after
 `BIFROST_CLAIM_IDLE_SECONDS`: run if it never started, marked `Failed` if it had.
 
-Worker processes are started with `spawn`: a fresh interpreter that imports
-only the worker's modules (no web stack, no inherited connections).
+Worker processes are forked from a `forkserver`: a clean process started once
+per pool that has imported the worker's modules and nothing else (no web
+stack, no connections, no threads). A new worker then starts in milliseconds
+instead of paying the imports again, which is most of a recycle's time.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from src.services.installer.environments import Environments
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
-STATE_PUBLISH_MIN_INTERVAL = 0.2
+STATE_PUBLISH_MIN_INTERVAL = 0.05
 # How long a read of the stream may wait for new entries. While a worker is
 # busy, its result may arrive during that wait and is only handled after it,
 # so the wait is short then; with every worker idle nothing else is due.
@@ -105,7 +107,8 @@ class ProcessPool:
         self.size = size or self.settings.workers
         self.host = socket.gethostname()
         self.pool_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(["src.services.execution.simple_worker"])
         self.results: Queue[Any] = self.context.Queue()
         self.workers: list[Worker] = []
         self.control = ControlListener(self.settings.redis_url)
