@@ -4,6 +4,7 @@ SIGINT stops every process it started."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from src.core.local_redis import free_port
 from tests.support.waiting import wait_for
@@ -81,3 +83,50 @@ def test_up_serves_then_stops_everything_on_sigint(
         if up.poll() is None:
             up.kill()
         log.close()
+
+
+# Runs inside a network namespace of its own, where nothing answers on
+# localhost:6379: `bifrost up` must start its private Redis there.
+_ISOLATED_DRIVER = r'''
+import json, os, signal, subprocess, sys, time, urllib.request
+from pathlib import Path
+
+data = Path(sys.argv[1])
+env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "BIFROST_ADMIN_TOKEN")}
+env.update(BIFROST_DATA_DIR=str(data), BIFROST_PORT="8123", BIFROST_WORKERS="1")
+up = subprocess.Popen([sys.executable, "-m", "src.cli", "up"], env=env,
+                      stdout=open(data.parent / "up.log", "wb"), stderr=subprocess.STDOUT)
+deadline = time.monotonic() + 120
+while "Bifrost is up" not in (data.parent / "up.log").read_text(errors="replace"):
+    assert up.poll() is None and time.monotonic() < deadline, "up did not come up"
+    time.sleep(0.1)
+token = (data / "admin-token").read_text().strip()
+request = urllib.request.Request("http://127.0.0.1:8123/api/workers",
+                                 headers={"Authorization": "Bearer " + token})
+while json.load(urllib.request.urlopen(request))["summary"]["ready"] != 1:
+    assert time.monotonic() < deadline, "no ready worker"
+    time.sleep(0.1)
+up.send_signal(signal.SIGINT)
+print("exit", up.wait(60))
+'''
+
+
+def test_up_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root with unshare and ip, to run `up` where no Redis answers")
+    data = tmp_path / "data"
+    data.mkdir()
+    driver = tmp_path / "driver.py"
+    driver.write_text(_ISOLATED_DRIVER)
+    done = subprocess.run(
+        ["unshare", "--net", "sh", "-c",
+         f'ip link set lo up && exec "{sys.executable}" "{driver}" "{data}"'],
+        cwd=API_DIR, capture_output=True, text=True, timeout=240,
+        env={k: v for k, v in os.environ.items() if k != "REDIS_URL"},
+    )
+    log = (tmp_path / "up.log").read_text(errors="replace")
+    assert done.returncode == 0, done.stdout + done.stderr + log
+    assert done.stdout.strip() == "exit 0", log
+    assert "Started a private Redis at redis://127.0.0.1:" in log
+    assert (data / "redis" / "redis.log").exists()  # its files live in the data dir
+    assert "Bifrost stopped" in log
