@@ -8,9 +8,10 @@ lost) rebuilds the same requirements with no package index reachable.
 
 After a build, `publish_in_background` repacks each distribution of the new
 environment into a wheel (from the files its RECORD lists), uploads the wheels
-the backend lacks and records the manifest. Before a build, `fetch` downloads
-the manifest's wheels into the local dir, which the installer is then given as
-`--find-links`. Neither ever raises: the cache only saves work, a build that
+the backend lacks and records the manifest. The installer always gets the
+local dir as `--find-links`; when a build's batch fails anyway (say, the index
+is unreachable), `fetch` downloads the manifest's wheels into it and the batch
+runs again. Neither ever raises: the cache only saves work, a build that
 cannot use it goes to the index as before.
 
 Backends (`BIFROST_WHEEL_CACHE`): `store` (the default: the SQL store every
