@@ -86,6 +86,14 @@ async def get_requirements() -> CachedRequirements | None:
     return await asyncio.to_thread(read_requirements)
 
 
+def cached_hash(client: redis.Redis) -> str | None:
+    """The hash in the Redis key, or None (absent, unreadable); Redis only,
+    for pools watching for a change. Redis errors propagate."""
+    data = client.get(REQUIREMENTS_KEY)
+    cached = _decode("pool", str(data)) if data else None
+    return cached["hash"] if cached else None
+
+
 def _get_with_retries(worker_id: str) -> tuple[str | None, bool]:
     """The seed's loop: (cached JSON or None, whether Redis answered)."""
     redis_url = get_settings().redis_url

@@ -44,7 +44,7 @@ from typing import Any
 import redis
 
 from src.core.redis_client import get_redis
-from src.core.requirements_cache import REQUIREMENTS_KEY
+from src.core.requirements_cache import cached_hash
 from src.core.settings import Settings, get_settings
 from src.services.execution import executions, registry
 from src.services.execution.control import ControlListener
@@ -467,9 +467,8 @@ class ProcessPool:
 
     def _current_hash(self) -> str | None:
         try:
-            raw = self.redis.get(REQUIREMENTS_KEY)
-            return json.loads(str(raw)).get("hash") if raw else None
-        except (redis.RedisError, ValueError, AttributeError):
+            return cached_hash(self.redis)
+        except redis.RedisError:
             return None
 
     def _state(self) -> PoolState:

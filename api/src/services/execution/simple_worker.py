@@ -43,11 +43,12 @@ from src.core.settings import get_settings
 from src.services.execution.executor import execute_item
 from src.services.execution.protocol import (
     WHOLE_INSTALL,
+    FailedPackage,
     InstallOutcome,
     WorkerInstalling,
     WorkerReady,
 )
-from src.services.installer.engine import ensure_environment
+from src.services.installer.engine import ensure_environment, install_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -93,11 +94,11 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
         if cached is None:
             logger.info("[%s] No cached requirements.txt found", worker_id)
             # Nothing anywhere is an empty requirements.txt: the worker is current.
-            return _outcome(started, skipped=True, requirements_hash=sha256_hex(""))
+            return install_outcome(started, sha256_hex(""), skipped=True)
         content = cached["content"]
         if not content.strip():
             logger.info("[%s] Cached requirements.txt is empty", worker_id)
-            return _outcome(started, skipped=True, requirements_hash=cached["hash"])
+            return install_outcome(started, cached["hash"], skipped=True)
         logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
         outcome, environment = ensure_environment(content, cached["hash"], worker_id)
         if environment is not None and str(environment) not in sys.path:
@@ -108,7 +109,8 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
         return outcome
     except Exception as exc:
         logger.warning("[%s] Failed to install requirements: %s", worker_id, exc)
-        return _outcome(started, ok=False, error=str(exc))
+        failed = FailedPackage(package=WHOLE_INSTALL, error=str(exc)[-2000:])
+        return install_outcome(started, None, ok=False, failed=[failed])
 
 
 def _log_outcome(worker_id: str, content: str, outcome: InstallOutcome) -> None:
@@ -121,24 +123,6 @@ def _log_outcome(worker_id: str, content: str, outcome: InstallOutcome) -> None:
             "[%s] %d of %d requirements failed to install: %s",
             worker_id, len(failed), len(lines), ", ".join(failed),
         )
-
-
-def _outcome(
-    started: float,
-    *,
-    ok: bool = True,
-    skipped: bool = False,
-    error: str | None = None,
-    requirements_hash: str | None = None,
-) -> InstallOutcome:
-    return InstallOutcome(
-        ok=ok,
-        skipped=skipped,
-        installed=[],
-        failed=[{"package": WHOLE_INSTALL, "error": error[-2000:]}] if error else [],
-        duration_ms=int((time.monotonic() - started) * 1000),
-        requirements_hash=requirements_hash,
-    )
 
 
 def _add_packages_dir_to_path() -> Path:

@@ -92,12 +92,12 @@ def ensure_environment(
     except LockTimeout:
         error = "timed out waiting for another process to build the environment"
         logger.warning("[%s] %s", worker_id, error)
-        return _outcome(started, requirements_hash, ok=False,
+        return install_outcome(started, requirements_hash, ok=False,
                         failed=[FailedPackage(package=WHOLE_INSTALL, error=error)]), None
     if not hold(env.path):
-        return _outcome(started, requirements_hash, ok=False, failed=[FailedPackage(
+        return install_outcome(started, requirements_hash, ok=False, failed=[FailedPackage(
             package=WHOLE_INSTALL, error="environment vanished after its build")]), None
-    outcome = _outcome(
+    outcome = install_outcome(
         started, requirements_hash, ok=not env.record.failed,
         installed=env.record.installed, failed=env.record.failed,
     )
@@ -130,7 +130,7 @@ def _usable(
 
 
 def _skipped(env: Environment, started: float, worker_id: str) -> InstallOutcome:
-    outcome = _outcome(
+    outcome = install_outcome(
         started, env.record.requirements_hash, ok=not env.record.failed, skipped=True,
         installed=env.record.installed, failed=env.record.failed,
     )
@@ -285,7 +285,7 @@ def _distributions(path: Path) -> list[str]:
     return sorted(pairs, key=str.lower)
 
 
-def _outcome(
+def install_outcome(
     started: float,
     requirements_hash: str | None,
     *,
