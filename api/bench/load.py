@@ -1,8 +1,10 @@
-"""Load benchmark: execution round trips over HTTP, and requirement changes to a ready fleet.
+"""Load benchmark: execution round trips over HTTP, the worker loop with a fork per
+execution against the long-lived loop it replaced, and requirement changes to a
+ready fleet.
 
 Run from `api/`:
 
-    ../.venv/bin/python -m bench.load [--keep]
+    ../.venv/bin/python -m bench.load [--keep] [--profile]
 
 Everything lives in one temp dir (deleted at the end, also on Ctrl-C or an
 error, unless --keep, which keeps the processes' logs in `<tmp>/logs/`): a
@@ -15,18 +17,45 @@ All traffic goes to 127.0.0.1.
 
 What it measures:
 
-1. Execution round trip over HTTP with 2 workers: the workspace module
+1. Execution round trip over HTTP with 2 workers, as the real pool runs them
+   (each execution in a child forked from its worker): the workspace module
    `workflows/echo.py` (`def main(x): return x`), 20 warm-up executions, then
    500 executions with 8 in flight at all times (8 threads, one httpx client
    each): POST /api/executions, then GET /api/executions/{id} every 5 ms until
    the status is final. Round trip = from the POST sent to the final status
    seen. p50, p90, p99, max (ms), throughput over the whole batch, the count of
-   non-Success (target 0), and where the time went (from the execution records'
-   timestamps in Redis: API accepted -> pool wrote the final status -> seen).
-2. Floors, in the same run: a direct in-process call of the same function,
+   non-Success (target 0), where the time went (from the execution records'
+   timestamps in Redis: API accepted -> pool wrote the final status -> seen),
+   and the CPU each component used (the worker processes descend from the
+   pool's forkserver; their reaped execution processes are counted apart).
+2. The worker loop, side by side in the same run (bench/_loops.py): 2
+   worker-like processes at once (spawned; each starts up as a worker does:
+   packages dir, requirements from the cache, the virtual import hook, the
+   store forgotten, then `simple_worker._runner`, with the worker's Limits and
+   Landlock confinement), each running the same echo items through both loop
+   bodies, the result put on a multiprocessing queue this benchmark drains:
+   - the baseline is the previous in-process loop body (the long-lived loop),
+     re-run here as it was, the way the phase-4 spec's install function is the
+     baseline for install work: `result = execute_item(item, worker_id,
+     install)`, `json.dumps(result["result"])`, `result_queue.put(result)`;
+   - fork per execution is the current loop body: `result_queue.put(
+     runner.run(order))`, order `{"id", "module", "function",
+     "parameters_json"}`.
+   20 warm-up items of each, then 300 timed items of each per process, in
+   blocks of 25 in the order A B B A A B B A ..., both processes in the same
+   block at once (a barrier before each), so noise and drift fall on both
+   alike. Executions/s of a body = its items over both processes / the sum of
+   its blocks' wall times; per-item latency (p50/p90/p99/max) = one loop
+   body's time; the ratio fork / long-lived against the target of at least
+   60% (OK / FAIL; it does not change the exit code). When the target is not
+   met (or with --profile), where the time of a fork per execution goes: each
+   step of the worker's and the child's side, timed by wrappers in those
+   benchmark processes only, against the long-lived body's own steps and a
+   bare fork + exit + reap of the same worker (the floor of any fork).
+3. Floors, in the same run: a direct in-process call of the same function,
    one SET+GET against the same Redis from this process (the floor the ratio
    is taken against), and GET /health (one HTTP request to the same API).
-3. Requirement change to every worker ready: wheels `load-pkg==1.0.0` and
+4. Requirement change to every worker ready: wheels `load-pkg==1.0.0` and
    `2.0.0`; POST /api/packages/install 1.0.0, then 2.0.0 (an upgrade), then
    DELETE /api/packages/load-pkg; each timed from the request sent until GET
    /api/workers (polled every 20 ms) shows summary.ready == summary.total == 2
@@ -34,10 +63,14 @@ What it measures:
    every change moves the fleet to a hash other than the one it is on; median
    and max of each. After each change one execution per worker checks the
    version the workers import (outside the timing).
-4. A summary block with these figures.
+5. A summary block with these figures.
 
-Exits 0 when every execution succeeded and every change reached a ready
-fleet; 1 otherwise.
+Exits 0 when every execution (over HTTP and in the worker loops) succeeded and
+every change reached a ready fleet; 1 otherwise.
+
+httpx is imported where it is used: the worker-like processes of 2. are
+spawned and import this module as `__mp_main__`, and must not carry it (the
+cost of a fork grows with the size of the process forked).
 """
 
 from __future__ import annotations
@@ -55,11 +88,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+from bench import _load_cpu, _loops
 
-from bench import _load_cpu
+if TYPE_CHECKING:
+    import httpx
 
 WORKERS = 2
 CONCURRENCY = 8
@@ -142,6 +176,8 @@ def build_wheels(wheelhouse: Path) -> None:
 
 
 def api_client(stack: Any) -> httpx.Client:
+    import httpx
+
     return httpx.Client(base_url=f"http://127.0.0.1:{stack.port}",
                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
 
@@ -175,6 +211,8 @@ class Sample:
 
 def run_one(client: httpx.Client, index: int) -> Sample:
     """POST one execution, then poll every 5 ms until its status is final."""
+    import httpx
+
     sample = Sample(index)
     body = {"module": ECHO_MODULE, "function": "main", "parameters": {"x": index}}
     sample.sent_wall, sample.sent = time.time(), time.perf_counter()
@@ -221,17 +259,57 @@ class Batch:
 
 
 def components(stack: Any, redis_pid: int) -> dict[str, list[int]]:
-    """The stack's processes, by role."""
+    """The stack's processes, by role. The pool's worker processes descend from
+    its forkserver (a child of the pool), not from the pool itself."""
     import os
 
     pool = stack.pool_processes[0].pid
     return {
         "API (uvicorn)": [stack.api.pid, *_load_cpu.children(stack.api.pid)],
         "pool manager": [pool],
-        "worker processes": _load_cpu.children(pool),
+        "worker processes": descendants(pool),
         "redis-server": [redis_pid],
         "this benchmark (client)": [os.getpid()],
     }
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for child in _load_cpu.children(todo.pop()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def describe_pool_workers(stack: Any) -> str:
+    """Size of the stack's own worker processes (children of the pool's
+    forkserver), to set beside the worker-like processes of the loop comparison."""
+    pool = stack.pool_processes[0].pid
+    facts = []
+    for server in _load_cpu.children(pool):
+        for pid in _load_cpu.children(server):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text().splitlines()
+                fds = len(list(Path(f"/proc/{pid}/fd").iterdir()))
+            except OSError:
+                continue
+            sizes = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status
+                     if line.startswith(("VmRSS:", "VmSize:"))}
+            facts.append(f"pid {pid}: RSS {sizes.get('VmRSS', 0):.1f} MB, VmSize "
+                         f"{sizes.get('VmSize', 0):.0f} MB, {fds} fds")
+    return "the stack's own pool workers, for scale: " + ("; ".join(facts) or "none found")
+
+
+def reaped_cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """cutime + cstime of each process: the CPU of the children it has reaped
+    (a worker's execution processes, forked and reaped one per execution)."""
+    seconds = {}
+    for pid in pids:
+        fields = _load_cpu._stat(pid)
+        if fields is not None:
+            seconds[pid] = (int(fields[13]) + int(fields[14])) / _load_cpu.TICKS
+    return seconds
 
 
 def run_batch(stack: Any, count: int, concurrency: int, stop: threading.Event,
@@ -255,6 +333,7 @@ def run_batch(stack: Any, count: int, concurrency: int, stop: threading.Event,
     threads = [threading.Thread(target=loop, daemon=True) for _ in range(concurrency)]
     groups = components(stack, redis_pid)
     cpu_before, host_before = _load_cpu.snapshot(groups), _load_cpu.host_busy_seconds()
+    reaped_before = reaped_cpu_seconds(groups["worker processes"])
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -263,6 +342,13 @@ def run_batch(stack: Any, count: int, concurrency: int, stop: threading.Event,
             thread.join(0.2)
     seconds = time.perf_counter() - started
     cpu = _load_cpu.used(cpu_before, _load_cpu.snapshot(groups))
+    reaped_after = reaped_cpu_seconds(groups["worker processes"])
+    reaped = sum(seconds - reaped_before.get(pid, seconds)
+                 for pid, seconds in reaped_after.items())
+    cpu = dict(itertools.chain.from_iterable(
+        [(name, seconds), ("  their executions", reaped)]
+        if name == "worker processes" else [(name, seconds)]
+        for name, seconds in cpu.items()))
     cpu["other processes on the host"] = max(
         0.0, _load_cpu.host_busy_seconds() - host_before - sum(cpu.values()))
     samples.sort(key=lambda s: s.index)
@@ -547,7 +633,7 @@ def print_floors(batch: Batch, direct: list[float], floor: list[float],
                  health: list[float]) -> None:
     p50 = percentile([s.round_trip_ms for s in batch.ok], 0.5) if batch.ok else float("nan")
     floor_p50 = percentile(floor, 0.5)
-    print("\n2. Floors (same run, same host)")
+    print("\n3. Floors (same run, same host)")
     print(f"    direct in-process call          p50 {percentile(direct, 0.5) * 1000:7.2f} us "
           f"(max {max(direct) * 1000:.1f} us, {len(direct)} calls)")
     print(f"    Redis SET+GET from this process {spread(floor)}")
@@ -565,7 +651,7 @@ def change_stats(changes: list[Change]) -> dict[str, list[float]]:
 
 
 def print_changes(changes: list[Change]) -> None:
-    print(f"\n3. Requirements change -> {WORKERS} workers ready on the new hash "
+    print(f"\n4. Requirements change -> {WORKERS} workers ready on the new hash "
           f"(GET /api/workers every {FLEET_POLL_SECONDS * 1000:g} ms), {CHANGE_ROUNDS} rounds")
     for label, values in change_stats(changes).items():
         runs = ", ".join(f"{v:.0f}" for v in values)
@@ -579,18 +665,21 @@ def print_changes(changes: list[Change]) -> None:
         print(f"    FAILED round {change.round} {change.label}: {change.error}")
 
 
-def print_summary(batch: Batch, floor: list[float], changes: list[Change],
-                  problems: list[str]) -> bool:
+def print_summary(batch: Batch, loops: _loops.Comparison, floor: list[float],
+                  changes: list[Change], problems: list[str]) -> bool:
     trips = [s.round_trip_ms for s in batch.ok] or [float("nan")]
     complete = len(changes) == 3 * CHANGE_ROUNDS and all(c.error is None for c in changes)
     versions_ok = all(versions_right(c) for c in changes if c.error is None)
     print("\n===== Summary =====")
-    print(f"executions ({EXECUTIONS}, {CONCURRENCY} in flight, {WORKERS} workers): "
+    print(f"HTTP executions ({EXECUTIONS}, {CONCURRENCY} in flight, {WORKERS} workers, "
+          "fork per execution): "
           f"p50 {percentile(trips, 0.5):.1f}  p90 {percentile(trips, 0.9):.1f}  "
           f"p99 {percentile(trips, 0.99):.1f}  max {max(trips):.1f} ms; "
           f"{len(batch.samples) / batch.seconds:.1f} executions/s")
     print(f"non-Success: {len(batch.failures)} (target 0) "
           f"{'OK' if not batch.failures else 'MISSED'}")
+    for line in _loops.summary_lines(loops):
+        print(line)
     floor_p50 = percentile(floor, 0.5)
     print(f"Redis SET+GET floor p50 {floor_p50:.3f} ms; round trip p50 / floor = "
           f"{percentile(trips, 0.5) / floor_p50:.0f}x")
@@ -602,7 +691,7 @@ def print_summary(batch: Batch, floor: list[float], changes: list[Change],
     print("log warnings/errors: " + ("none" if not problems else f"{len(problems)} file(s)"))
     for line in problems:
         print(f"    {line}")
-    return not batch.failures and complete and versions_ok
+    return not batch.failures and loops.ok and complete and versions_ok
 
 
 # --- main -----------------------------------------------------------------------------
@@ -619,6 +708,7 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored
     keep = "--keep" in argv
+    profile = "--profile" in argv
     root = Path(tempfile.mkdtemp(prefix="bifrost-bench-load-"))
     server = LocalRedis(root / "redis")
     stack: Any = None
@@ -643,15 +733,21 @@ def main(argv: list[str]) -> int:
         print(f"  batch: {len(batch.ok)} of {EXECUTIONS} succeeded in {batch.seconds:.2f} s "
               f"({host_load()})", flush=True)
         parts = breakdown(server.url, batch)
+        print(f"  worker loop comparison ({_loops.WORKERS} worker-like processes):", flush=True)
+        loops = _loops.compare(_loops.stack_env(stack.env()), stack.logs_dir)
+        pool_workers = describe_pool_workers(stack)
+        for line in _loops.summary_lines(loops):
+            print(f"    {line}", flush=True)
         direct, floor, health = direct_call_ms(), redis_set_get_ms(server.url), health_ms(stack)
 
         print("  requirement changes:", flush=True)
         changes = measure_changes(stack, stop)
 
         print_batch(batch, parts)
+        _loops.print_comparison(loops, profile, pool_workers)
         print_floors(batch, direct, floor, health)
         print_changes(changes)
-        ok = print_summary(batch, floor, changes, log_problems(stack))
+        ok = print_summary(batch, loops, floor, changes, log_problems(stack))
         print(f"(done; {host_load()})")
     except KeyboardInterrupt:
         print("\nInterrupted; stopping everything", file=sys.stderr)

@@ -366,7 +366,10 @@ def measure_worker_memory(bench: Bench) -> WorkerMemory:
         ready_mb = rss_mb(ready["pid"])
         inbox.put({"id": "m", "module": "bench._probe", "function": "heavy_modules",
                    "parameters": {}})
-        result = _wait_for(outbox, "result")
+        from src.services.execution.results import decode_outcome
+
+        result = {**_wait_for(outbox, "result")}
+        result.update(decode_outcome(result["payload"]))
         if result["status"] != "Success":
             raise RuntimeError(f"probe failed: {result['error']}")
         after_item_mb = rss_mb(ready["pid"])

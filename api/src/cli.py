@@ -6,6 +6,12 @@
     bifrost init     migrations, then warm the module and requirements caches
 
 Each command imports only what it runs: `worker` never loads the web stack.
+
+`up`, `api` and `worker` harden their process first (`src/core/hardening.py`):
+processes that run user code cannot read their /proc entries or memory.
+`up` keeps the admin token out of every child's environment and argv (the API
+gets the operator's token through an inherited pipe), and restarts the API or
+the worker pool when one of them dies (`src/core/supervisor.py`).
 """
 
 from __future__ import annotations
@@ -20,8 +26,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
+from src.core.hardening import harden_process, private_directory
 from src.core.settings import get_settings
+
+if TYPE_CHECKING:
+    from src.core.supervisor import Supervisor
 
 logger = logging.getLogger("bifrost")
 
@@ -42,15 +53,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "init":
         from scripts.init_container import main as init_main
 
+        private_directory(get_settings().data_path, what="data dir", create=False)
         return init_main()
     if args.command == "api":
         from src.api.server import serve
+        from src.core.admin_token import receive_admin_token
 
+        harden_process()
+        receive_admin_token()  # from `bifrost up`, when the operator set the token
         serve(get_settings().host, get_settings().port)
         return 0
     if args.command == "worker":
+        from src.core.admin_token import ADMIN_TOKEN_VARIABLE
         from src.services.execution.process_pool import run_pool
 
+        harden_process()
+        # The pool never needs the admin token: its processes must not inherit it.
+        os.environ.pop(ADMIN_TOKEN_VARIABLE, None)
+        data_dir = get_settings().data_path
+        if not data_dir.exists():  # made private here, not left to the packages dir's mkdir
+            private_directory(data_dir, what="data dir")
         run_pool(args.workers)
         return 0
     return up()
@@ -66,15 +88,28 @@ def _configure_logging() -> None:
 
 def up() -> int:
     """The one-machine default: everything in the foreground until a signal."""
-    from src.core.admin_token import load_or_create_admin_token
+    from src.core.admin_token import (
+        ADMIN_TOKEN_VARIABLE,
+        admin_token_path,
+        configured_admin_token,
+        load_or_create_admin_token,
+    )
     from src.core.local_redis import LocalRedis, free_port, redis_answers
+    from src.core.supervisor import Child, Supervisor
 
     started = time.monotonic()
+    harden_process()
     settings = get_settings()
     data_dir = settings.data_path
-    data_dir.mkdir(parents=True, exist_ok=True)
+    private_directory(data_dir, what="data dir")
     # Children resolve the same paths whatever their working directory.
     os.environ["BIFROST_DATA_DIR"] = str(data_dir)
+    # The operator's token leaves the environment now, before any child starts:
+    # the API gets it through a pipe, no other child needs it.
+    operator_token = configured_admin_token(settings)
+    token = load_or_create_admin_token(settings)
+    os.environ.pop(ADMIN_TOKEN_VARIABLE, None)
+    get_settings.cache_clear()
 
     local_redis: LocalRedis | None = None
     if "REDIS_URL" not in os.environ and not redis_answers("redis://localhost:6379"):
@@ -83,7 +118,10 @@ def up() -> int:
         print(f"Started a private Redis at {local_redis.url} (files in {data_dir / 'redis'})")
     get_settings.cache_clear()
 
-    children: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor([
+        Child("the API", lambda: _child("api", token=operator_token)),
+        Child("the worker pool", lambda: _child("worker")),
+    ])
     stopping = False
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -94,52 +132,63 @@ def up() -> int:
         signal.signal(signum, request_stop)
 
     try:
-        token = load_or_create_admin_token(get_settings())
         from scripts.init_container import main as init_main
 
         if init_main() != 0:
             return 1
-        children.append(_child("api", exclude=()))
-        # Processes that run user code never see the admin token.
-        children.append(_child("worker", exclude=("BIFROST_ADMIN_TOKEN",)))
+        supervisor.start()
         url = f"http://127.0.0.1:{get_settings().port}"
-        if _wait_for_health(url, children, lambda: stopping):
+        if _wait_for_health(url, supervisor, lambda: stopping):
             print(f"Bifrost is up at {url} in {time.monotonic() - started:.1f} s")
-            print(f"Admin token: {token}  (saved in {data_dir / 'admin-token'})")
+            if operator_token:
+                print("Admin token: the one BIFROST_ADMIN_TOKEN gives (not saved to disk)")
+            else:
+                print(f"Admin token: {token}  (saved in {admin_token_path(get_settings())})")
             sys.stdout.flush()
         while not stopping:
-            for child in children:
-                if child.poll() is not None:
-                    print(f"A child process exited with {child.returncode}; stopping")
-                    return 1
+            if not supervisor.poll():
+                return 1
             time.sleep(0.2)
         return 0
     finally:
-        _stop_children(children)
+        supervisor.stop()
         if local_redis is not None:
             local_redis.stop()
         print("Bifrost stopped")
 
 
-def _child(command: str, exclude: tuple[str, ...]) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k not in exclude}
-    # A session of its own: a Ctrl-C reaches `up` alone, which stops the
-    # children in order (workers finish their items, Redis goes last).
-    return subprocess.Popen(
-        [sys.executable, "-m", "src.cli", command],
-        env=env, cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-    )
+def _child(command: str, token: str | None = None) -> subprocess.Popen[bytes]:
+    """`bifrost <command>` as a child of `up`; `token` reaches it through an
+    inherited pipe (never argv, which /proc/<pid>/cmdline shows to anyone)."""
+    from src.core.admin_token import ADMIN_TOKEN_FD_VARIABLE, ADMIN_TOKEN_VARIABLE, token_pipe
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in (ADMIN_TOKEN_VARIABLE, ADMIN_TOKEN_FD_VARIABLE)}
+    pass_fds: tuple[int, ...] = ()
+    if token is not None:
+        pipe = token_pipe(token)
+        env[ADMIN_TOKEN_FD_VARIABLE] = str(pipe)
+        pass_fds = (pipe,)
+    try:
+        # A session of its own: a Ctrl-C reaches `up` alone, which stops the
+        # children in order (workers finish their items, Redis goes last).
+        return subprocess.Popen(
+            [sys.executable, "-m", "src.cli", command],
+            env=env, cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+            pass_fds=pass_fds,
+        )
+    finally:
+        for fd in pass_fds:
+            os.close(fd)
 
 
-def _wait_for_health(url: str, children: list[subprocess.Popen[bytes]],
-                     stopping: Callable[[], bool]) -> bool:
+def _wait_for_health(url: str, supervisor: Supervisor, stopping: Callable[[], bool]) -> bool:
+    """Whether the API answered /health (children that die meanwhile are restarted)."""
     import urllib.request
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if stopping():
-            return False
-        if any(child.poll() is not None for child in children):
+        if stopping() or not supervisor.poll():
             return False
         try:
             with urllib.request.urlopen(url + "/health", timeout=1) as response:
@@ -149,19 +198,6 @@ def _wait_for_health(url: str, children: list[subprocess.Popen[bytes]],
             pass
         time.sleep(0.1)
     return False
-
-
-def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    deadline = time.monotonic() + 30
-    for child in children:
-        try:
-            child.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
 
 
 if __name__ == "__main__":

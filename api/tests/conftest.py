@@ -32,6 +32,20 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def exchange_dir() -> Iterator[Path]:
+    """A directory workflows may write to and the test may read: executions
+    may write only in their own scratch dir and /dev/shm (their sandbox), so
+    markers and logs they leave for a test go here, not in tmp_path."""
+    import shutil
+    import tempfile
+
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+    path = Path(tempfile.mkdtemp(prefix="bifrost-test-", dir=base))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The test run's own Redis: TEST_REDIS_URL (test.sh starts a private one),

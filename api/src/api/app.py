@@ -1,4 +1,5 @@
-"""The FastAPI application: routers, exception mapping, auth and size limits.
+"""The FastAPI application: routers, exception mapping, auth, size limits and
+JSON bodies read as JSON whatever their Content-Type.
 
 Endpoints calling the (synchronous) services are plain `def`, which FastAPI
 runs in its threadpool, so a slow store or Redis never blocks the event loop.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from src.api.errors import install_exception_handlers
-from src.api.middleware import DEFAULT_MAX_BODY_BYTES, ApiAuthGate, BodySizeLimit
+from src.api.middleware import DEFAULT_MAX_BODY_BYTES, ApiAuthGate, BodySizeLimit, JsonBodies
 from src.core.admin_token import load_or_create_admin_token
 from src.core.settings import Settings, get_settings
 from src.routers import executions, files, packages, requirements, workers
@@ -42,7 +43,9 @@ def create_app(
     install_exception_handlers(app)
 
     # The last middleware added runs first: the token is checked before the
-    # body is even read, so a caller without it learns nothing, not even 413.
+    # body is even read, so a caller without it learns nothing, not even 413;
+    # JSON bodies are read through the size limit.
+    app.add_middleware(JsonBodies)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
     app.add_middleware(ApiAuthGate, token=token)
     return app

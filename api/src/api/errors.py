@@ -7,13 +7,18 @@ any of them (no handler echoes request headers).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from src.api.middleware import invalid_json_body_reason
 from src.core.requirements import InvalidRequirements
 from src.core.workspace_paths import InvalidPath
 from src.services.installer.platform import PlatformConflict
@@ -103,7 +108,55 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
     return await http_exception_handler(request, exc)
 
 
+def _without_input(error: Mapping[str, Any]) -> dict[str, Any]:
+    """A validation error's type, location and message, none of the client's values."""
+    return {
+        "type": str(error.get("type", "")),
+        "loc": [str(step) for step in error.get("loc", ())],
+        "msg": str(error.get("msg", "")),
+    }
+
+
+def validation_error_response(errors: Sequence[Any]) -> JSONResponse:
+    """FastAPI's 422 answer, except that it never fails to render.
+
+    Each error echoes the offending `input`; a value that cannot be put in a
+    JSON answer (bytes that are not UTF-8, a lone surrogate, NaN, a value too
+    deep to encode) would turn the 422 into a 500. Then the errors are sent
+    without the echoed values: the type, location and message still say what
+    is wrong.
+    """
+    try:
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+    except (ValueError, TypeError, RecursionError):
+        pass
+    bare = [_without_input(error) for error in errors if isinstance(error, Mapping)]
+    try:
+        return JSONResponse({"detail": bare}, status_code=422)
+    except ValueError:  # a message or location that still holds a lone surrogate
+        return JSONResponse({"detail": "request validation failed"}, status_code=422)
+
+
+def _about_the_body(error: Any) -> bool:
+    if not isinstance(error, Mapping):
+        return False
+    location = error.get("loc", ())
+    return bool(location) and location[0] == "body"
+
+
+async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    reason = invalid_json_body_reason(request.scope)
+    if reason is not None and any(_about_the_body(error) for error in errors):
+        # The route takes JSON and the body is not acceptable JSON: that is
+        # the problem to report, not how its bytes failed the body's model.
+        return JSONResponse({"detail": reason}, status_code=422)
+    return validation_error_response(errors)
+
+
 def install_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidRequirements, _invalid_requirements)
     app.add_exception_handler(InvalidPath, _invalid_path)

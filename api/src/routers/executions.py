@@ -1,4 +1,4 @@
-"""`/api/executions`: queue a workflow function, read its outcome."""
+"""`/api/executions`: queue a workflow function, read its outcome, cancel it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,16 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field, field_validator
 
 from src.api.auth import admin_only
+from src.core.settings import get_settings
 from src.routers.models import StrictRequest
-from src.services.execution.executions import enqueue_execution, get_execution
+from src.services.execution.executions import (
+    ExecutionFinished,
+    ExecutionNotFound,
+    QueueFull,
+    cancel_execution,
+    enqueue_execution,
+    get_execution,
+)
 from src.services.execution.protocol import ExecutionStatus
 
 router = APIRouter(prefix="/api/executions", tags=["executions"], dependencies=admin_only)
@@ -29,6 +37,19 @@ class ExecutionIn(StrictRequest):
     )
     function: str = Field(min_length=1, max_length=MAX_FUNCTION_LENGTH, pattern=rf"^{IDENTIFIER}$")
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # Seconds; at most BIFROST_EXECUTION_TIMEOUT, which is also the default.
+    timeout: float | None = Field(default=None, gt=0)
+
+    @field_validator("timeout")
+    @classmethod
+    def timeout_within_the_maximum(cls, timeout: float | None) -> float | None:
+        most = get_settings().execution_timeout
+        if timeout is not None and timeout > most:
+            raise ValueError(
+                f"timeout {timeout:g} s is over the maximum of {most:g} s "
+                "(BIFROST_EXECUTION_TIMEOUT)"
+            )
+        return timeout
 
     @field_validator("function")
     @classmethod
@@ -54,19 +75,32 @@ class ExecutionOut(BaseModel):
     error: str | None = None
     worker_id: str | None = None
     duration_ms: int | None = None
+    # Where the result was changed to fit JSON (NaN -> null, ...).
+    notes: list[str] = Field(default_factory=list)
+
+
+class CancelOut(BaseModel):
+    id: str
+    status: str
+    was: ExecutionStatus
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ExecutionQueued)
 def create_execution(body: ExecutionIn) -> ExecutionQueued:
-    return ExecutionQueued(id=enqueue_execution(body.module, body.function, body.parameters))
+    try:
+        execution_id = enqueue_execution(body.module, body.function, body.parameters,
+                                         timeout=body.timeout)
+    except QueueFull as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc),
+                            headers={"Retry-After": str(exc.retry_after)}) from exc
+    return ExecutionQueued(id=execution_id)
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
 def read_execution(execution_id: str) -> ExecutionOut:
     record = None if len(execution_id) > MAX_ID_LENGTH else get_execution(execution_id)
     if record is None:
-        shown = execution_id[:MAX_ID_LENGTH]
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"execution {shown} not found")
+        raise _not_found(execution_id)
     return ExecutionOut(
         id=record["id"],
         status=record["status"],
@@ -74,4 +108,27 @@ def read_execution(execution_id: str) -> ExecutionOut:
         error=record.get("error"),
         worker_id=record.get("worker_id"),
         duration_ms=record.get("duration_ms"),
+        notes=record.get("notes") or [],
     )
+
+
+@router.post("/{execution_id}/cancel", status_code=status.HTTP_202_ACCEPTED,
+             response_model=CancelOut)
+def cancel(execution_id: str) -> CancelOut:
+    """A Pending execution never runs; a Running one has its process group
+    killed by the pool running it. Either way it ends `Failed` (cancelled)."""
+    if len(execution_id) > MAX_ID_LENGTH:
+        raise _not_found(execution_id)
+    try:
+        was = cancel_execution(execution_id)
+    except ExecutionNotFound as exc:
+        raise _not_found(execution_id) from exc
+    except ExecutionFinished as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+    return CancelOut(id=execution_id, status="cancelling" if was == "Running" else "cancelled",
+                     was=was)
+
+
+def _not_found(execution_id: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND,
+                         f"execution {execution_id[:MAX_ID_LENGTH]} not found")

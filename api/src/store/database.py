@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from src.core.hardening import PRIVATE_DIR_MODE, narrow_files
 from src.core.settings import Settings, get_settings
 
 # psycopg 3 is the driver we ship; plain `postgresql://` would mean psycopg2.
@@ -65,6 +67,19 @@ def store_exists(url: str | None = None) -> bool:
     return path is None or path.exists()
 
 
+# What SQLite keeps beside the database file, depending on the journal mode.
+_SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
+
+
+def _on_sqlite_connect(path: Path, dbapi_connection: Any, record: Any) -> None:
+    # The store holds the workspace and requirements: owner only. SQLite creates
+    # the file with the default mode, and its -wal and -shm files with the
+    # file's mode, so narrowing the file first covers them as they appear.
+    narrow_files([path])
+    _set_sqlite_pragmas(dbapi_connection, record)
+    narrow_files([path.with_name(path.name + suffix) for suffix in _SQLITE_COMPANIONS])
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -81,9 +96,10 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _create_engine(url: str) -> Engine:
     path = _sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # A new data dir is private (0700); an operator's existing one keeps its mode.
+        path.parent.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_TIMEOUT})
-        event.listen(engine, "connect", _set_sqlite_pragmas)
+        event.listen(engine, "connect", partial(_on_sqlite_connect, path))
         return engine
     if make_url(url).get_backend_name() == "postgresql":
         return create_engine(

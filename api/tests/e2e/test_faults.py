@@ -87,12 +87,13 @@ def test_redis_down_when_a_worker_starts_it_installs_from_the_store(
 
 
 def test_a_pool_killed_with_executions_claimed_loses_none(
-    stacks: list[Stack], redis_url: str, redis_client: object, tmp_path: Path
+    stacks: list[Stack], redis_url: str, redis_client: object, tmp_path: Path,
+    exchange_dir: Path,
 ) -> None:
     stack = _stack(stacks, tmp_path / "s", redis_url, pools=2, workers_per_pool=1,
                    extra_env={"BIFROST_CLAIM_IDLE_SECONDS": "3"}).start()
     stack.upload("workflows/slow.py", SLOW)
-    markers = tmp_path / "markers"
+    markers = exchange_dir / "markers"
     markers.mkdir()
     ids = [stack.submit("workflows.slow", params={"seconds": 1.5,
                                                   "marker": str(markers / f"m{i}")})

@@ -33,11 +33,11 @@ def test_fifty_concurrent_installs_over_http_keep_all_fifty(make_stack: StackFac
 
 
 def test_five_hundred_executions_over_two_pools_with_a_recycle_run_once_each(
-    make_stack: StackFactory, tmp_path: Path
+    make_stack: StackFactory, exchange_dir: Path
 ) -> None:
     stack = make_stack(pools=2, workers_per_pool=2).start()
     stack.upload("workflows/mark.py", MARK)
-    log = tmp_path / "runs.log"
+    log = exchange_dir / "runs.log"
     ids: list[str] = []
     for i in range(500):
         ids.append(stack.submit("workflows.mark", params={"token": f"t{i}", "log": str(log)}))

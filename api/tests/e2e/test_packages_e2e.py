@@ -120,10 +120,10 @@ def test_install_then_execute(make_stack: StackFactory) -> None:
     assert LINE in listing.json()["requirements"], listing.json()
 
 
-def test_recycle_all_loses_nothing(make_stack: StackFactory, tmp_path: Path) -> None:
+def test_recycle_all_loses_nothing(make_stack: StackFactory, exchange_dir: Path) -> None:
     stack = make_stack().start()
     stack.upload("workflows/append_token.py", APPEND_TOKEN)
-    runs = tmp_path / "runs.log"
+    runs = exchange_dir / "runs.log"
 
     def lines() -> list[str]:
         return runs.read_text().split() if runs.exists() else []
@@ -218,10 +218,10 @@ def test_two_pools_both_recycle_and_report_the_new_hash(make_stack: StackFactory
     stack.wait(both_pools_ran, 60, "executions on both pools")
 
 
-def test_worker_killed_mid_execution(make_stack: StackFactory, tmp_path: Path) -> None:
+def test_worker_killed_mid_execution(make_stack: StackFactory, exchange_dir: Path) -> None:
     stack = make_stack().start()
     stack.upload("workflows/sleeper.py", SLEEPER)
-    marker = tmp_path / "started"
+    marker = exchange_dir / "started"
 
     victim = stack.submit("workflows.sleeper", params={"marker": str(marker), "seconds": 60})
     stack.wait(marker.exists, 60, "the execution to start")

@@ -3,9 +3,11 @@ SIGINT stops every process it started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -130,3 +132,205 @@ def test_up_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
     assert "Started a private Redis at redis://127.0.0.1:" in log
     assert (data / "redis" / "redis.log").exists()  # its files live in the data dir
     assert "Bifrost stopped" in log
+
+
+def _child_of(pid: int, command: str) -> int | None:
+    """The child of `pid` running `bifrost <command>` (`python -m src.cli <command>`)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines()
+                          if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0")) == pid and cmdline.endswith(f"src.cli\0{command}\0"
+                                                                      .encode()):
+            return int(fields["Pid"])
+    return None
+
+
+class _Up:
+    """`bifrost up` on the run's Redis, in a data dir of the test's own."""
+
+    def __init__(self, tmp_path: Path, redis_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.data_dir = tmp_path / "data"
+        self.log_path = tmp_path / "up.log"
+        self.base = f"http://127.0.0.1:{self.port}"
+        full_env = {**os.environ, "REDIS_URL": redis_url, "BIFROST_PORT": str(self.port),
+                    "BIFROST_DATA_DIR": str(self.data_dir), "BIFROST_WORKERS": "1"}
+        full_env.pop("BIFROST_ADMIN_TOKEN", None)
+        full_env.update(env)
+        self.log = self.log_path.open("wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "src.cli", "up"], cwd=API_DIR,
+                                        env=full_env, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_up(self) -> None:
+        wait_for(lambda: "Bifrost is up" in self.output() or self.process.poll() is not None,
+                 120, what="`up` to say it is up")
+        assert "Bifrost is up" in self.output(), self.output()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                assert self.process.wait(60) == 0
+            finally:
+                if self.process.poll() is None:
+                    self.process.kill()
+        self.log.close()
+
+
+class _HealthWatch:
+    """Asks GET /health every 50 ms on a thread, and keeps every failure."""
+
+    def __init__(self, base: str) -> None:
+        import threading
+
+        self.base = base
+        self.answers = 0
+        self.failures: list[str] = []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.done.is_set():
+                try:
+                    response = client.get(f"{self.base}/health")
+                    if response.status_code == 200:
+                        self.answers += 1
+                    else:
+                        self.failures.append(f"{response.status_code} {response.text}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                self.done.wait(0.05)
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join(10)
+
+
+def test_up_restarts_a_worker_pool_that_dies_while_the_api_keeps_serving(
+    redis_client: object, redis_url: str, tmp_path: Path
+) -> None:
+    up = _Up(tmp_path, redis_url)
+    try:
+        up.wait_up()
+        token = (up.data_dir / "admin-token").read_text().strip()
+        client = httpx.Client(base_url=up.base, headers={"Authorization": f"Bearer {token}"},
+                              timeout=30)
+        wait_for(lambda: client.get("/api/workers").json()["summary"]["ready"] == 1, 60,
+                 what="the first pool's worker to be ready")
+        pool = _child_of(up.process.pid, "worker")
+        assert pool is not None
+        first_pools_processes = _descendants(pool) | {pool}
+
+        health = _HealthWatch(up.base)
+        try:
+            os.kill(pool, signal.SIGKILL)
+            wait_for(lambda: "the worker pool exited with code -9; restarting it" in up.output(),
+                     30, what="`up` to say it restarts the pool")
+            new_pool = wait_for(
+                lambda: (found := _child_of(up.process.pid, "worker")) not in (None, pool)
+                and found, 30, what="a new worker pool")
+
+            def new_ready_worker() -> bool:
+                ours = _descendants(new_pool)
+                return any(w["pid"] in ours and w["status"] in ("idle", "busy")
+                           for w in client.get("/api/workers").json()["workers"])
+
+            wait_for(new_ready_worker, 60, what="a worker of the new pool to be ready")
+            client.put("/api/files/workflows/after_restart.py",
+                       content=b"def main(n):\n    return n * 2\n").raise_for_status()
+            submitted = client.post("/api/executions", json={
+                "module": "workflows.after_restart", "function": "main",
+                "parameters": {"n": 21}})
+            assert submitted.status_code == 202, submitted.text
+            execution = submitted.json()["id"]
+            record = wait_for(
+                lambda: (r := client.get(f"/api/executions/{execution}").json())["status"]
+                not in ("Pending", "Running") and r, 60, what="the execution to end")
+            assert record["status"] == "Success", record
+            assert record["result"] == 42
+        finally:
+            health.stop()
+        assert health.failures == [], health.failures[:5]
+        assert health.answers >= 5
+        wait_for(lambda: not any(_alive(p) for p in first_pools_processes), 30,
+                 what="the killed pool's workers to exit")
+        assert up.process.poll() is None  # nothing else stopped
+        client.close()
+    finally:
+        up.stop()
+    assert "Bifrost stopped" in up.output()
+
+
+def test_up_keeps_the_operators_token_out_of_its_children_and_off_disk(
+    redis_client: object, redis_url: str, tmp_path: Path
+) -> None:
+    from src.core.hardening import prctl
+    from src.services.execution.sandbox import drop_capabilities
+
+    secret = "operator-token-" + os.urandom(8).hex()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    data_dir.chmod(0o755)  # an operator's wider data dir is narrowed
+    up = _Up(tmp_path, redis_url, BIFROST_ADMIN_TOKEN=secret)
+    try:
+        up.wait_up()
+        output = up.output()
+        assert "Admin token: the one BIFROST_ADMIN_TOKEN gives (not saved to disk)" in output
+        assert secret not in output
+        assert f"narrowed the data dir {data_dir} from mode 755 to 700" in output
+        assert not (data_dir / "admin-token").exists()
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+        for name in ("bifrost.db", "bifrost.db-wal", "bifrost.db-shm"):
+            assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600, name
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert httpx.get(f"{up.base}/api/requirements", headers=headers).status_code == 200
+        assert httpx.get(f"{up.base}/api/requirements",
+                         headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+        api = _child_of(up.process.pid, "api")
+        pool = _child_of(up.process.pid, "worker")
+        assert api is not None and pool is not None
+        wait_for(lambda: _descendants(pool), 60, what="the pool's worker processes")
+        for pid in (api, pool, *_descendants(pool)):
+            for name in ("environ", "cmdline"):
+                with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                    assert secret.encode() not in Path(f"/proc/{pid}/{name}").read_bytes(), \
+                        (pid, name)
+
+        # `up`, the API and the pool are hardened: a process without capabilities
+        # (as an execution's is) cannot read their environment, though same uid.
+        read_fd, write_fd = os.pipe()
+        reader = os.fork()
+        if reader == 0:
+            try:
+                os.close(read_fd)
+                prctl(38, 1)  # PR_SET_NO_NEW_PRIVS
+                drop_capabilities()
+                answers = []
+                for pid in (up.process.pid, api, pool):
+                    try:
+                        Path(f"/proc/{pid}/environ").read_bytes()
+                        answers.append("read")
+                    except PermissionError:
+                        answers.append("denied")
+                os.write(write_fd, ",".join(answers).encode())
+            finally:
+                os._exit(0)
+        os.close(write_fd)
+        try:
+            answers = os.read(read_fd, 100).decode()
+        finally:
+            os.close(read_fd)
+            os.waitpid(reader, 0)
+        assert answers == "denied,denied,denied"
+    finally:
+        up.stop()

@@ -132,3 +132,67 @@ def build_sdist(wheelhouse: Path, name: str, version: str = "1.0.0", behaviour: 
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
     return path
+
+
+def latin1_metadata(name: str, version: str, requires: list[str] | None = None) -> bytes:
+    """METADATA as some older packages ship it: Summary, Author and the
+    description in Latin-1 bytes, which are not UTF-8 (b"caf\\xe9")."""
+    lines = [b"Metadata-Version: 2.1", f"Name: {name}".encode(), f"Version: {version}".encode(),
+             "Summary: Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e".encode("latin-1"),
+             "Author: Ren\u00e9 M\u00fcller".encode("latin-1")]
+    lines += [f"Requires-Dist: {req}".encode() for req in requires or []]
+    body = "D\u00e9j\u00e0 vu, na\u00efve fa\u00e7ade.".encode("latin-1")
+    return b"\n".join(lines) + b"\n\n" + body + b"\n"
+
+
+def build_wheel_files(
+    wheelhouse: Path,
+    name: str,
+    version: str,
+    files: dict[str, bytes],
+    *,
+    metadata: bytes | None = None,
+    requires: list[str] | None = None,
+) -> Path:
+    """Write `<name>-<version>-py3-none-any.whl` holding exactly `files`
+    (archive path -> bytes) besides its dist-info, whose METADATA is `metadata`
+    byte for byte when given (non-UTF-8 bytes included), else the usual
+    Name, Version and Requires-Dist."""
+    wheelhouse.mkdir(parents=True, exist_ok=True)
+    dist = canonicalize_name(name).replace("-", "_")
+    dist_info = f"{dist}-{version}.dist-info"
+    if metadata is None:
+        lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
+        lines += [f"Requires-Dist: {req}" for req in requires or []]
+        metadata = ("\n".join(lines) + "\n").encode()
+    members: dict[str, bytes] = {
+        **files,
+        f"{dist_info}/METADATA": metadata,
+        f"{dist_info}/WHEEL": (
+            b"Wheel-Version: 1.0\nGenerator: bifrost-tests\nRoot-Is-Purelib: true\n"
+            b"Tag: py3-none-any\n"
+        ),
+    }
+    record = [f"{path},{_record_hash(data)},{len(data)}" for path, data in members.items()]
+    record.append(f"{dist_info}/RECORD,,")
+    members[f"{dist_info}/RECORD"] = ("\n".join(record) + "\n").encode()
+    path = wheelhouse / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return path
+
+
+def build_package_wheel(
+    wheelhouse: Path, name: str, version: str = "1.0.0", *, requires: list[str] | None = None
+) -> Path:
+    """A wheel installing a package directory (`<name>/__init__.py` and
+    `<name>/sub.py`, name with `-` as `_`) rather than a single module."""
+    package = canonicalize_name(name).replace("-", "_")
+    files = {
+        f"{package}/__init__.py": (
+            f"VERSION = {version!r}\nfrom {package}.sub import answer\n".encode()
+        ),
+        f"{package}/sub.py": b"def answer():\n    return 42\n",
+    }
+    return build_wheel_files(wheelhouse, name, version, files, requires=requires)

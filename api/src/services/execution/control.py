@@ -1,7 +1,8 @@
 """The control channel: one pub/sub channel every pool on every host listens to.
 
-Messages are JSON objects with an `action`; today only `recycle` (replace
-every worker process, e.g. after requirements changed).
+Messages are JSON objects with an `action`: `recycle` (replace every worker
+process, e.g. after requirements changed) or `cancel` (the pool running the
+execution `id` kills its process group).
 """
 
 from __future__ import annotations
@@ -26,6 +27,12 @@ CONTROL_CHANNEL = "bifrost:control"
 def publish_recycle(reason: str, client: redis.Redis | None = None) -> int:
     """Tell every pool to recycle; returns how many subscribers heard it."""
     message = json.dumps({"action": "recycle", "reason": reason, "sent_at": time.time()})
+    return int((client or get_redis()).publish(CONTROL_CHANNEL, message))  # type: ignore[arg-type]
+
+
+def publish_cancel(execution_id: str, client: redis.Redis | None = None) -> int:
+    """Tell the pool running `execution_id` to cancel it."""
+    message = json.dumps({"action": "cancel", "id": execution_id, "sent_at": time.time()})
     return int((client or get_redis()).publish(CONTROL_CHANNEL, message))  # type: ignore[arg-type]
 
 

@@ -1,12 +1,16 @@
-"""Run one work item inside a worker process and describe what happened."""
+"""Call one workflow function and describe what happened.
+
+This runs inside the execution's own process (forked from a worker for each
+execution, see `execution_process.py`); the outcome it returns is encoded to
+JSON there, by `results.encode_outcome`.
+"""
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import time
-from typing import Any
+from typing import Any, TypedDict
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
@@ -16,28 +20,51 @@ from src.services.execution.protocol import (
     ExecutionStatus,
     InstallOutcome,
     WorkItem,
-    WorkResult,
 )
 from src.services.execution.virtual_import import reset_workspace_modules
 
 
+class ItemOutcome(TypedDict):
+    id: str
+    status: ExecutionStatus
+    result: Any  # whatever the function returned: not yet JSON
+    error: str | None
+    worker_id: str
+    duration_ms: int
+
+
 def execute_item(
-    item: WorkItem, worker_id: str, install: InstallOutcome | None = None
-) -> WorkResult:
+    item: WorkItem,
+    worker_id: str,
+    install: InstallOutcome | None = None,
+    *,
+    fresh_process: bool = False,
+) -> ItemOutcome:
     """Import `item["module"]`, call its function with the parameters, and
-    return a result; never raises (the worker must outlive any user code).
-    `install` is this worker's start-up outcome, to explain a missing module."""
+    return a result; never raises (the caller must outlive any user code).
+    `install` is this worker's start-up outcome, to explain a missing module.
+    `fresh_process`: this process has loaded no workspace module yet, so
+    there are none to forget first."""
     started = time.monotonic()
     try:
-        value = _call(item)
-        json.dumps(value)  # the result travels as JSON; refuse what cannot
+        value = _call(item, reset=not fresh_process)
     except (Exception, SystemExit) as exc:
-        # SystemExit too: a workflow calling sys.exit() must not end the worker.
-        error = f"{type(exc).__name__}: {exc}"
+        # SystemExit too: a workflow calling sys.exit() fails, it does not vanish.
+        error = describe_exception(exc)
         if isinstance(exc, ModuleNotFoundError) and install is not None:
             error += _install_failure_for(exc.name, install)
         return _result(item, worker_id, started, "Failed", None, error)
     return _result(item, worker_id, started, "Success", value, None)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """`Type: message`, even for an exception whose `__str__` itself raises."""
+    name = type(exc).__name__
+    try:
+        message = str(exc)
+    except Exception as inner:  # user code decides what str() does
+        message = f"<the message could not be read: {type(inner).__name__} in __str__>"
+    return f"{name}: {message}"
 
 
 def _install_failure_for(module: str | None, install: InstallOutcome) -> str:
@@ -59,8 +86,9 @@ def _install_failure_for(module: str | None, install: InstallOutcome) -> str:
     return ""
 
 
-def _call(item: WorkItem) -> Any:
-    reset_workspace_modules()  # edits to workspace files take effect at once
+def _call(item: WorkItem, reset: bool = True) -> Any:
+    if reset:
+        reset_workspace_modules()  # edits to workspace files take effect at once
     module = importlib.import_module(item["module"])
     function = getattr(module, item["function"])
     value = function(**item.get("parameters", {}))
@@ -81,9 +109,8 @@ def _result(
     status: ExecutionStatus,
     value: Any,
     error: str | None,
-) -> WorkResult:
-    return WorkResult(
-        type="result",
+) -> ItemOutcome:
+    return ItemOutcome(
         id=item.get("id", ""),
         status=status,
         result=value,

@@ -25,7 +25,6 @@ instead of paying the imports again, which is most of a recycle's time.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
@@ -43,14 +42,16 @@ from typing import Any
 
 import redis
 
+from src.core import module_cache
 from src.core.redis_client import get_redis
 from src.core.requirements_cache import cached_hash
 from src.core.settings import Settings, get_settings
 from src.services.execution import executions, registry
 from src.services.execution.control import ControlListener
-from src.services.execution.protocol import InstallOutcome, WorkItem
+from src.services.execution.protocol import InstallOutcome
 from src.services.execution.registry import PoolState, WorkerState, WorkerStatus
-from src.services.execution.simple_worker import run_worker_process
+from src.services.execution.results import decode_outcome
+from src.services.execution.simple_worker import SCRUBBED_VARIABLES, worker_main
 from src.services.installer.environments import Environments
 
 logger = logging.getLogger(__name__)
@@ -64,13 +65,18 @@ STREAM_BLOCK_MS_BUSY = 5
 STREAM_BLOCK_MS_IDLE = 50
 RESULT_WAIT_SECONDS = 0.05
 SHUTDOWN_GRACE_SECONDS = 10.0
+# A worker enforces its execution's timeout itself; if it has not answered
+# this long after, the worker itself is stuck and is killed.
+TIMEOUT_GRACE_SECONDS = 10.0
 
 
 @dataclass
 class InFlight:
     entry_id: str
     execution_id: str
+    timeout: float
     started: float = field(default_factory=time.monotonic)
+    cancel_sent: bool = False
 
 
 @dataclass
@@ -98,6 +104,7 @@ class Worker:
             install=self.install,
             started_at=self.started_at,
             ready_at=self.ready_at,
+            retiring=self.retiring,
         )
 
 
@@ -109,6 +116,7 @@ class ProcessPool:
         self.pool_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["src.services.execution.simple_worker"])
+        _keep_secrets_from_workers()
         self.results: Queue[Any] = self.context.Queue()
         self.workers: list[Worker] = []
         self.control = ControlListener(self.settings.redis_url)
@@ -198,17 +206,29 @@ class ProcessPool:
         worker_id = f"{self.host}-{os.getpid()}-w{slot}.{self._generation}"
         inbox: Queue[Any] = self.context.Queue()
         process = self.context.Process(
-            target=run_worker_process,
-            args=(inbox, self.results, worker_id),
+            target=worker_main,
+            args=(inbox, self.results, worker_id, self._store_url_for_worker(), os.getpid()),
             name=f"bifrost-{worker_id}",
             daemon=True,
         )
         process.start()
+        _lock_forkserver_socket()
         worker = Worker(slot, worker_id, process, inbox, self.host)
         self.workers.append(worker)
         self._dirty = True
         logger.info("[%s] started (pid %s)", worker_id, process.pid)
         return worker
+
+    def _store_url_for_worker(self) -> str | None:
+        """A worker reads the store only when Redis cannot answer at its start;
+        only then does it get the store's URL (it may hold a password)."""
+        if self.settings.database_url is None:
+            return None  # the SQLite file in the data dir: no secret in its path
+        try:
+            self.redis.ping()
+            return None
+        except redis.RedisError:
+            return self.settings.database_url
 
     def _busy(self) -> bool:
         return any(w.current is not None for w in self.workers)
@@ -267,22 +287,37 @@ class ProcessPool:
             logger.info("Removed the unused environment %s", path.name)
 
     def _enforce_timeouts(self) -> None:
-        limit = self.settings.execution_timeout
+        """Workers end executions that run too long themselves; one that has
+        not answered well after its execution's deadline is stuck: kill it."""
         now = time.monotonic()
         for worker in self.workers:
-            if worker.current is None or worker.killed:
+            held = worker.current
+            if held is None or worker.killed:
                 continue
-            if now - worker.current.started > limit:
+            if now - held.started > held.timeout + TIMEOUT_GRACE_SECONDS:
                 logger.warning(
-                    "[%s] execution %s exceeded %g s; killing the process",
-                    worker.worker_id, worker.current.execution_id, limit,
+                    "[%s] execution %s exceeded %g s and the worker did not stop it; "
+                    "killing the worker", worker.worker_id, held.execution_id, held.timeout,
                 )
                 worker.killed = True
                 worker.process.kill()
-                self._finish(worker, "Timeout", None, f"execution exceeded {limit:g} s")
+                self._finish(worker, "Timeout", None, f"execution exceeded {held.timeout:g} s")
                 if not worker.retiring:
                     worker.retiring = True
                     self._spawn(worker.slot)
+
+    def _cancel(self, execution_ids: set[str]) -> None:
+        """Ask the workers holding these executions to kill them (SIGUSR1)."""
+        for worker in self.workers:
+            held = worker.current
+            if held is None or held.cancel_sent or held.execution_id not in execution_ids:
+                continue
+            pid = worker.process.pid
+            if pid is not None and worker.process.is_alive():
+                logger.info("[%s] cancelling execution %s", worker.worker_id, held.execution_id)
+                held.cancel_sent = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
 
     # --- messages from workers ---------------------------------------------------
 
@@ -297,7 +332,14 @@ class ProcessPool:
             timeout = 0
             self._on_message(message)
 
-    def _on_message(self, message: dict[str, Any]) -> None:
+    def _on_message(self, message: Any) -> None:
+        """Act on one message; whatever it holds, the pool goes on."""
+        try:
+            self._handle_message(message)
+        except Exception:
+            logger.exception("Could not handle a message from a worker: %.200r", message)
+
+    def _handle_message(self, message: dict[str, Any]) -> None:
         worker = next((w for w in self.workers if w.worker_id == message.get("worker_id")), None)
         if worker is None:
             logger.warning("Message from an unknown worker: %r", message.get("worker_id"))
@@ -311,11 +353,13 @@ class ProcessPool:
             worker.ready_at = time.time()
             logger.info("[%s] ready (install: %s)", worker.worker_id, _summary(message["install"]))
         elif kind == "result":
-            if worker.current is None or worker.current.execution_id != message["id"]:
+            if worker.current is None or worker.current.execution_id != message.get("id"):
                 logger.warning("[%s] result for an execution it was not given", worker.worker_id)
                 return
-            self._finish(worker, message["status"], message["result"], message["error"],
-                         message["duration_ms"])
+            payload = message.get("payload")
+            outcome = decode_outcome(payload if isinstance(payload, bytes) else b"")
+            self._finish(worker, outcome["status"], outcome["result"], outcome["error"],
+                         outcome["duration_ms"], outcome["notes"])
             if worker.retiring:
                 worker.inbox.put(None)
         self._dirty = True
@@ -327,6 +371,7 @@ class ProcessPool:
         result: Any,
         error: str | None,
         duration_ms: int | None = None,
+        notes: list[str] | None = None,
     ) -> None:
         """Record an execution's end, then acknowledge its stream entry."""
         held = worker.current
@@ -338,22 +383,42 @@ class ProcessPool:
         if duration_ms is None:
             duration_ms = int((time.monotonic() - held.started) * 1000)
         changes = {"status": status, "result": result, "error": error,
-                   "worker_id": worker.worker_id, "duration_ms": duration_ms}
+                   "worker_id": worker.worker_id, "duration_ms": duration_ms,
+                   "notes": notes or []}
         self._unsaved.append((held.execution_id, held.entry_id, changes))
         self._flush_unsaved()
 
     def _flush_unsaved(self) -> None:
-        """Write finished executions; kept for the next turn while Redis is down."""
+        """Write finished executions. While Redis is down they wait for the
+        next turn; one that Redis refuses (too large, out of memory) is
+        recorded as `Failed` saying why, so it never blocks those behind it."""
         while self._unsaved:
             execution_id, entry_id, changes = self._unsaved[0]
             try:
-                executions.update_execution(execution_id, self.redis, **changes)
-                if entry_id is not None:
-                    self._ack(entry_id)
-            except redis.RedisError as exc:
+                self._save(execution_id, entry_id, changes)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self._note_redis_down(exc)
                 return
             self._unsaved.pop(0)
+
+    def _save(self, execution_id: str, entry_id: str | None, changes: dict[str, Any]) -> None:
+        try:
+            executions.update_execution(execution_id, self.redis, **changes)
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except (redis.RedisError, ValueError, TypeError, RecursionError) as exc:
+            logger.error("Execution %s: its outcome could not be saved: %s", execution_id, exc)
+            failed = {**changes, "status": "Failed", "result": None, "notes": [],
+                      "error": f"ResultNotSaved: the outcome could not be saved ({exc})"[:2000]}
+            try:
+                executions.update_execution(execution_id, self.redis, **failed)
+            except (redis.ConnectionError, redis.TimeoutError):
+                raise
+            except redis.RedisError as again:
+                logger.error("Execution %s: not even its failure could be saved (%s); "
+                             "dropping it", execution_id, again)
+        if entry_id is not None:
+            self._ack(entry_id)
 
     # --- the stream -----------------------------------------------------------------
 
@@ -399,18 +464,29 @@ class ProcessPool:
                 self._backlog.extend(entries)
         while idle and self._backlog:
             entry_id, fields = self._backlog.pop(0)
-            item = _parse_item(fields)
-            if item is None:
-                logger.warning("Dropping malformed stream entry %s", entry_id)
-                self._ack(entry_id)
+            order = executions.parse_entry(fields)
+            if order is None:
+                self._drop_malformed(entry_id, fields)
                 continue
-            worker = idle.pop(0)
-            executions.update_execution(item["id"], self.redis, status="Running",
-                                        worker_id=worker.worker_id)
-            worker.current = InFlight(entry_id, item["id"])
+            worker = idle[0]
+            if not executions.start_execution(order["id"], worker.worker_id, self.redis):
+                self._ack(entry_id)  # cancelled (or ended) before it started
+                continue
+            idle.pop(0)
+            timeout = order.get("timeout") or self.settings.execution_timeout
+            worker.current = InFlight(entry_id, order["id"],
+                                      min(timeout, self.settings.execution_timeout))
             worker.status = "busy"
-            worker.inbox.put(item)
+            worker.inbox.put(order)
             self._dirty = True
+
+    def _drop_malformed(self, entry_id: str, fields: dict[str, Any]) -> None:
+        logger.warning("Dropping malformed stream entry %s", entry_id)
+        execution_id = fields.get("id")
+        if isinstance(execution_id, str) and executions.get_execution(execution_id, self.redis):
+            executions.update_execution(execution_id, self.redis, status="Failed",
+                                        error="the queued execution could not be read")
+        self._ack(entry_id)
 
     def _reclaim(self) -> None:
         """Keep our entries ours, and take over those of pools that died."""
@@ -424,7 +500,7 @@ class ProcessPool:
             min_idle_time=int(self.settings.claim_idle_seconds * 1000), start_id="0-0", count=50,
         )
         for entry_id, fields in claimed:
-            item = _parse_item(fields or {})
+            item = executions.parse_entry(fields or {})
             record = executions.get_execution(item["id"], self.redis) if item else None
             if item is None:
                 self._ack(entry_id)
@@ -455,6 +531,24 @@ class ProcessPool:
         self._ensure_group()
         self._reclaim()
         self._check_requirements_drift()
+        self._check_cancel_flags()
+        self._keep_module_cache_warm()
+
+    def _check_cancel_flags(self) -> None:
+        """A cancel broadcast missed while the channel was down is still flagged."""
+        held = [w.current.execution_id for w in self.workers if w.current is not None]
+        self._cancel(executions.cancel_requested(held, self.redis))
+
+    def _keep_module_cache_warm(self) -> None:
+        """Executions read workspace modules from Redis alone: when Redis lost
+        them (restarted empty, flushed), the pool, which may read the store,
+        puts them back."""
+        try:
+            module_cache.ensure_warm_sync(self.redis)
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # the store is down: executions wait, the pool goes on
+            logger.warning("Could not warm the module cache from the store: %s", exc)
 
     def _check_requirements_drift(self) -> None:
         """A recycle broadcast missed while the channel was down shows up as a
@@ -488,6 +582,8 @@ class ProcessPool:
                 break
             if message.get("action") == "recycle":
                 recycle_reasons.append(str(message.get("reason", "requested")))
+            elif message.get("action") == "cancel" and isinstance(message.get("id"), str):
+                self._cancel({message["id"]})
         if recycle_reasons:  # several broadcasts at once need one recycle
             self.recycle(", ".join(sorted(set(recycle_reasons))))
         if self.control.resubscribed.is_set():
@@ -515,20 +611,6 @@ class ProcessPool:
             logger.warning("Redis unavailable (%s); workers keep running, retrying", exc)
 
 
-def _parse_item(fields: dict[str, Any]) -> WorkItem | None:
-    try:
-        item = json.loads(fields["item"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    required = ("id", "module", "function")
-    if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in required):
-        return None
-    if not isinstance(item.get("parameters", {}), dict):
-        return None
-    return WorkItem(id=item["id"], module=item["module"], function=item["function"],
-                    parameters=item.get("parameters", {}))
-
-
 def _summary(install: InstallOutcome) -> str:
     if install["skipped"]:
         return "nothing to install"
@@ -536,6 +618,31 @@ def _summary(install: InstallOutcome) -> str:
     return (f"{len(install['installed'])} installed"
             + (f", failed: {failed}" if failed else "")
             + f" in {install['duration_ms']} ms")
+
+
+def _keep_secrets_from_workers() -> None:
+    """Worker processes descend from a forkserver this process starts: take the
+    secrets out of the environment it inherits (the settings keep them), so
+    no execution finds them in its environment block."""
+    get_settings()
+    for name in SCRUBBED_VARIABLES:
+        os.environ.pop(name, None)
+
+
+def _lock_forkserver_socket() -> None:
+    """The forkserver runs whatever a connection to its socket sends, and an
+    execution could find the socket's path in /proc/net/unix. As root, the
+    socket's directory is closed to everyone (mode 0): the pool still connects
+    (it has CAP_DAC_OVERRIDE), executions, whose sandbox drops every
+    capability, cannot. Without root nothing here stops a same-uid process
+    (README, "What executions cannot reach")."""
+    from multiprocessing import forkserver
+
+    address = getattr(forkserver._forkserver, "_forkserver_address", None)
+    if os.geteuid() != 0 or not isinstance(address, str) or address.startswith("\0"):
+        return
+    with contextlib.suppress(OSError):
+        os.chmod(os.path.dirname(address), 0)
 
 
 def run_pool(size: int | None = None) -> None:

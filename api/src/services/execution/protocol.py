@@ -1,12 +1,14 @@
 """Messages between a pool and its worker processes.
 
 They cross process boundaries through multiprocessing queues, so they are plain
-dicts (picklable, JSON-ready) described by TypedDicts.
+dicts of strings, numbers and bytes described by TypedDicts: a user's objects
+never cross (an execution's result travels as the JSON bytes its own process
+encoded), so nothing a workflow returns can break the pool that reads them.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 ExecutionStatus = Literal["Pending", "Running", "Success", "Failed", "Timeout"]
 
@@ -32,20 +34,50 @@ class InstallOutcome(TypedDict):
 
 
 class WorkItem(TypedDict):
+    """One execution as the workflow function sees it: parameters decoded."""
+
     id: str
     module: str
     function: str
     parameters: dict[str, Any]
 
 
-class WorkResult(TypedDict):
-    type: Literal["result"]
+class WorkOrder(TypedDict):
+    """One execution as the pool hands it to a worker process.
+
+    The parameters stay the JSON text the API accepted (`parameters_json`):
+    only the execution's own process decodes them, so nothing a user sent is
+    ever pickled between processes. `parameters` (already decoded) is
+    accepted too, for callers inside one process.
+    """
+
     id: str
+    module: str
+    function: str
+    parameters_json: NotRequired[str]
+    parameters: NotRequired[dict[str, Any]]
+    timeout: NotRequired[float]
+
+
+class ExecutionOutcome(TypedDict):
+    """How an execution ended, as its own process encoded it (JSON)."""
+
     status: ExecutionStatus
     result: Any
     error: str | None
-    worker_id: str
     duration_ms: int
+    notes: list[str]
+
+
+class WorkResult(TypedDict):
+    """A worker's answer for one execution. `payload` is the JSON encoding of an
+    `ExecutionOutcome`, produced by the execution's process (or by the worker
+    when that process died without one): bytes, never a user's objects."""
+
+    type: Literal["result"]
+    id: str
+    worker_id: str
+    payload: bytes
 
 
 class WorkerInstalling(TypedDict):

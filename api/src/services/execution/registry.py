@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 import redis
 
@@ -34,6 +34,10 @@ class WorkerState(TypedDict):
     install: InstallOutcome | None
     started_at: float
     ready_at: float | None
+    # True once the worker has been replaced (a recycle, a timeout): it only
+    # finishes the item it holds, then exits. Pools that predate the field
+    # publish states without it.
+    retiring: NotRequired[bool]
 
 
 class PoolState(TypedDict):
@@ -81,8 +85,12 @@ def list_pools(client: redis.Redis | None = None) -> list[PoolState]:
 def fleet(current_hash: str | None, client: redis.Redis | None = None) -> dict[str, Any]:
     """`{"workers": [...], "summary": {...}}` for `GET /api/workers`.
 
-    `ready` counts workers idle or busy on `current_hash`, the hash of the
-    requirements in effect.
+    `workers` lists every live worker, retiring ones included (they still run
+    an execution). The summary counts the workers that serve from now on:
+    `total` the live ones that are not retiring, `ready` those of them idle or
+    busy on `current_hash`, the hash of the requirements in effect; so a
+    caller waiting for `ready == total` after a change waits for the
+    replacements, not for the processes they replace.
     """
     workers = [
         worker
@@ -90,10 +98,11 @@ def fleet(current_hash: str | None, client: redis.Redis | None = None) -> dict[s
         for worker in pool["workers"]
         if worker["status"] != "stopped"
     ]
+    serving = [w for w in workers if not w.get("retiring", False)]
     ready = sum(
         1
-        for w in workers
+        for w in serving
         if w["status"] in ("idle", "busy") and w["requirements_hash"] == current_hash
     )
-    summary = FleetSummary(total=len(workers), ready=ready, current_hash=current_hash)
+    summary = FleetSummary(total=len(serving), ready=ready, current_hash=current_hash)
     return {"workers": workers, "summary": summary}

@@ -9,8 +9,11 @@ Start-up order, as every worker process runs it:
    runtime are installed again, so they survive restarts of the process, the
    container and the whole stack;
 4. `install_virtual_import_hook()`: workspace modules import from the cache;
-5. the loop: take an item from `work_queue`, run it, put the result on
-   `result_queue`; `None` ends it; SIGTERM lets the item in hand finish.
+5. the loop: take an item from `work_queue`, run it in a process of its own
+   forked from this one (`execution_process.py`: the worker stays the
+   template, nothing an execution does reaches the next), put the result's
+   bytes on `result_queue`; `None` ends it; SIGTERM lets the item in hand
+   finish; SIGUSR1 cancels it.
 
 This module is imported by every worker process, so it keeps to the standard
 library, redis and packaging: no web stack, no ORM.
@@ -40,7 +43,7 @@ from src.core.hashing import sha256_hex
 from src.core.requirements import requirement_lines
 from src.core.requirements_cache import get_requirements_sync
 from src.core.settings import get_settings
-from src.services.execution.executor import execute_item
+from src.services.execution.execution_process import ExecutionRunner, Limits, become_subreaper
 from src.services.execution.protocol import (
     WHOLE_INSTALL,
     FailedPackage,
@@ -141,9 +144,19 @@ SCRUBBED_VARIABLES = ("BIFROST_ADMIN_TOKEN", "DATABASE_URL")
 
 
 def _scrub_environment() -> None:
-    get_settings()  # read them once, before they leave the environment
+    get_settings()  # read them once, before they leave the environment (start-up needs them)
     for name in SCRUBBED_VARIABLES:
         os.environ.pop(name, None)
+
+
+def _forget_store() -> None:
+    """After start-up the worker needs the store no more: drop its URL and its
+    connections, so the executions forked from here inherit neither."""
+    get_settings.cache_clear()
+    os.environ.pop("DATABASE_URL", None)
+    database = sys.modules.get("src.store.database")
+    if database is not None:
+        database.dispose_engines()
 
 
 def _configure_logging(worker_id: str) -> None:
@@ -185,6 +198,7 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
         logger.info("[%s] Startup: installing the virtual import hook", worker_id)
         install_virtual_import_hook()
 
+        _forget_store()
         result_queue.put(
             WorkerReady(type="ready", worker_id=worker_id, pid=os.getpid(), install=install)
         )
@@ -202,18 +216,91 @@ def _work_loop(
     stop: _StopFlag,
     install: InstallOutcome,
 ) -> None:
+    runner = _runner(worker_id, install)
+    previous = _on_cancel(runner)
     parent = os.getppid()
-    while not stop.requested:
-        try:
-            item = work_queue.get(timeout=POLL_SECONDS)
-        except queue.Empty:
-            if os.getppid() != parent:  # the pool is gone (killed): nobody to answer
-                logger.warning("[%s] Pool process gone; exiting", worker_id)
+    try:
+        while not stop.requested:
+            try:
+                item = work_queue.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if _pool_gone(parent):  # the pool was killed: nobody to answer
+                    logger.warning("[%s] Pool process gone; exiting", worker_id)
+                    return
+                continue
+            if item is None:
                 return
-            continue
-        if item is None:
-            return
-        result_queue.put(execute_item(item, worker_id, install))
+            result_queue.put(runner.run(item))
+            runner.clean_up()  # while the pool takes the answer
+    finally:
+        runner.close()
+        if previous is not None:
+            signal.signal(signal.SIGUSR1, previous)
+
+
+def _runner(worker_id: str, install: InstallOutcome) -> ExecutionRunner:
+    """Executions' scratch dirs live in the data dir, which the sandbox hides:
+    an execution reaches its own and no other."""
+    from src.services.execution.sandbox import build_confinement
+
+    settings = get_settings()
+    limits = Limits(timeout=settings.execution_timeout,
+                    max_result_bytes=settings.max_result_bytes,
+                    memory_mb=settings.execution_memory_mb)
+    scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
+
+    def confine(root: Path) -> Any:
+        return build_confinement(settings.data_path, settings.packages_dir, scratch_root=root)
+
+    return ExecutionRunner(worker_id, install, limits, scratch_root, confine)
+
+
+def _on_cancel(runner: ExecutionRunner) -> Any:
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGUSR1, runner.request_cancel)
+
+
+def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
+                store_url: str | None = None, pool_pid: int | None = None) -> None:
+    """What a pool starts in each worker process: `run_worker_process`, in a
+    process that reaps whatever its executions leave behind and whose /proc
+    entries other processes cannot read. The store's URL arrives as an
+    argument, not in the environment, so it is never in the environment block
+    the execution processes inherit."""
+    from src.core.hardening import harden_process
+    from src.services.execution.virtual_import import read_workspace_from_cache_only
+
+    global _POOL_PID
+    _POOL_PID = pool_pid
+    harden_process()
+    if store_url:
+        os.environ["DATABASE_URL"] = store_url
+        get_settings.cache_clear()
+    become_subreaper()
+    read_workspace_from_cache_only()
+    run_worker_process(work_queue, result_queue, worker_id)
+
+
+# The pool this worker answers to (workers descend from its forkserver, so
+# their parent is not the pool); None when run without one.
+_POOL_PID: int | None = None
+
+
+def _pool_gone(parent: int) -> bool:
+    if os.getppid() != parent:
+        return True
+    if _POOL_PID is None:
+        return False
+    try:
+        os.kill(_POOL_PID, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 _Handlers = dict[int, Any]

@@ -24,8 +24,11 @@ ORIGIN_PREFIX = "workspace://"
 
 
 class WorkspaceLoader(importlib.abc.Loader):
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, from_store: bool = True,
+                 source: str | None = None) -> None:
         self.path = path  # None for a namespace package (a folder, no __init__.py)
+        self.from_store = from_store
+        self.source = source  # read ahead of time (see `WorkspaceFinder.prefetch`)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None  # the default module object
@@ -33,7 +36,9 @@ class WorkspaceLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         if self.path is None:
             return
-        source = module_cache.read_file_sync(self.path)
+        source = self.source
+        if source is None:
+            source = module_cache.read_file_sync(self.path, from_store=self.from_store)
         if source is None:
             raise ImportError(f"workspace file {self.path} vanished", name=module.__name__)
         module.__file__ = ORIGIN_PREFIX + self.path
@@ -44,16 +49,36 @@ class WorkspaceLoader(importlib.abc.Loader):
 class WorkspaceFinder(importlib.abc.MetaPathFinder):
     """Finds modules by their path in the workspace index."""
 
+    # False in worker processes: their executions never hold the store's URL,
+    # so they read Redis alone (pools keep it warm).
+    from_store = True
+
     def __init__(self) -> None:
         self._index: set[str] | None = None
+        self._sources: dict[str, str] = {}
 
     def reset(self) -> None:
         self._index = None
+        self._sources = {}
+
+    def prefetch(self, module: str) -> None:
+        """Read the index and the files `module` and its packages load from,
+        ahead of the import: a worker does it over its own connection before
+        forking an execution, which then imports without a round trip."""
+        self.reset()
+        paths = self._paths()
+        parts = module.split(".")
+        wanted = [candidate
+                  for depth in range(1, len(parts) + 1)
+                  for base in ["/".join(parts[:depth])]
+                  for candidate in (f"{base}/__init__.py", f"{base}.py")
+                  if candidate in paths]
+        self._sources = module_cache.cached_files_sync(wanted)
 
     def _paths(self) -> set[str]:
         # One index read per execution, not one per import.
         if self._index is None:
-            self._index = module_cache.index_sync()
+            self._index = module_cache.index_sync(from_store=self.from_store)
         return self._index
 
     def find_spec(
@@ -70,14 +95,16 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
         origin = ORIGIN_PREFIX + base
         if f"{base}/__init__.py" in paths:
             spec = importlib.machinery.ModuleSpec(
-                fullname, WorkspaceLoader(f"{base}/__init__.py"),
+                fullname, WorkspaceLoader(f"{base}/__init__.py", self.from_store,
+                                          self._sources.get(f"{base}/__init__.py")),
                 origin=origin + "/__init__.py", is_package=True,
             )
             spec.submodule_search_locations = [origin]
             return spec
         if f"{base}.py" in paths:
             return importlib.machinery.ModuleSpec(
-                fullname, WorkspaceLoader(f"{base}.py"), origin=origin + ".py"
+                fullname, WorkspaceLoader(f"{base}.py", self.from_store,
+                                          self._sources.get(f"{base}.py")), origin=origin + ".py"
             )
         if any(p.startswith(base + "/") for p in paths):
             spec = importlib.machinery.ModuleSpec(
@@ -99,6 +126,23 @@ def install_virtual_import_hook() -> WorkspaceFinder:
         finder = WorkspaceFinder()
         sys.meta_path.append(finder)
     return finder
+
+
+def prefetch_workspace_module(module: str) -> None:
+    """See `WorkspaceFinder.prefetch`; a failure here only means the import
+    will read Redis itself."""
+    finder = _finder()
+    if finder is None:
+        return
+    try:
+        finder.prefetch(module)
+    except Exception:
+        finder.reset()
+
+
+def read_workspace_from_cache_only() -> None:
+    """Workspace modules load from Redis alone in this process and the ones it forks."""
+    WorkspaceFinder.from_store = False
 
 
 def reset_workspace_modules() -> None:

@@ -25,7 +25,6 @@ import contextlib
 import email.parser
 import email.policy
 import hashlib
-import importlib.metadata
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from src.core.settings import Settings, get_settings
+from src.services.installer.metadata import LenientDistribution
 
 if TYPE_CHECKING:
     from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
@@ -296,7 +296,7 @@ def _repack(env_root: Path, dist_info: Path, dest: Path) -> None:
 def _wheel_members(env_root: Path, dist_info: Path) -> list[Path]:
     """Paths, relative to the env root, of the distribution's own files (per its
     RECORD). Raises when one is missing: a partial wheel must never be shared."""
-    files = importlib.metadata.PathDistribution(dist_info).files
+    files = LenientDistribution(dist_info).files  # a non-UTF-8 RECORD must not stop the others
     if files is None:
         raise ValueError(f"{dist_info.name} has no RECORD")
     root = Path(os.path.normpath(env_root.absolute()))

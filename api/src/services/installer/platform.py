@@ -9,7 +9,7 @@ transitive dependency cannot pull in another version either.
 
 from __future__ import annotations
 
-import importlib.metadata
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,7 +19,10 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from src.core.hashing import sha256_hex
-from src.services.installer.satisfaction import metadata_headers, platform_paths
+from src.services.installer.metadata import Found, scan
+from src.services.installer.satisfaction import platform_paths
+
+logger = logging.getLogger(__name__)
 
 
 class PlatformConflict(Exception):
@@ -38,14 +41,17 @@ def check_platform(requirements: Iterable[Requirement], packages_dir: Path) -> N
 
 
 def platform_distributions(packages_dir: Path) -> dict[str, tuple[str, str]]:
-    """canonical name -> (name, version) of the platform's distributions."""
+    """canonical name -> (name, version) of the platform's distributions.
+
+    One whose metadata cannot be read is left out with a warning naming it:
+    it cannot be pinned, and the platform's other pins still hold.
+    """
     found: dict[str, tuple[str, str]] = {}
-    paths = platform_paths(exclude=[packages_dir])
-    for dist in importlib.metadata.distributions(path=paths):
-        headers = metadata_headers(dist)
-        name, version = headers["Name"], headers["Version"]
-        if name and version:
-            found.setdefault(canonicalize_name(str(name)), (str(name), str(version)))
+    for dist in scan(platform_paths(exclude=[packages_dir])):
+        if isinstance(dist, Found):
+            found.setdefault(canonicalize_name(dist.name), (dist.name, dist.version))
+        else:
+            logger.warning("Platform distribution not pinned: %s", dist.describe())
     return found
 
 

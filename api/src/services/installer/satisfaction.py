@@ -9,6 +9,10 @@ way, a package can be deleted), so this reads what is really there.
 Only the standard library and ``packaging``: it runs on every worker start and
 must cost milliseconds, so it reads the metadata of only the distributions a
 walk reaches, once each, and parses a dependency only when the walk needs it.
+
+Metadata is read leniently (see ``metadata``): a Latin-1 Summary does not stop
+the check, and a distribution whose metadata cannot be read at all makes only
+the requirements that need it unsatisfied, with a reason that names it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,8 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
-from email.parser import HeaderParser
 from pathlib import Path
 
 from packaging.markers import Marker, UndefinedComparison, UndefinedEnvironmentName
@@ -29,7 +32,22 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["Unsatisfied", "find_unsatisfied", "metadata_headers", "platform_paths"]
+from src.services.installer.metadata import (
+    LenientDistribution,
+    UnreadableMetadata,
+    distribution_label,
+    lenient,
+    read_headers,
+)
+
+__all__ = [
+    "Unsatisfied",
+    "Verdict",
+    "check",
+    "find_unsatisfied",
+    "metadata_headers",
+    "platform_paths",
+]
 
 # A node of the dependency walk: a distribution together with the extras asked of it.
 _Node = tuple[NormalizedName, frozenset[NormalizedName]]
@@ -45,10 +63,24 @@ _EXTRA_ONLY = re.compile(r"""\s*extra\s*==\s*(['"])([^'"]+)\1\s*""")
 
 @dataclass(frozen=True)
 class Unsatisfied:
-    """A top-level requirement the environment does not satisfy, and the first reason found."""
+    """A top-level requirement the environment does not satisfy, and the first reason found.
+
+    ``distribution`` is the canonical name of the distribution the reason is
+    about (the requirement's own or a dependency's), when there is one.
+    """
 
     requirement: str
     reason: str
+    distribution: str | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``check`` found: the unsatisfied requirements, and the metadata
+    directory of every distribution the check read (what a satisfied set relies on)."""
+
+    unsatisfied: list[Unsatisfied]
+    distributions: list[Path]
 
 
 class _Dependency:
@@ -109,12 +141,19 @@ class _Installed:
 
 
 def metadata_headers(dist: importlib.metadata.Distribution) -> Message:
-    """The metadata's header block, parsed by the stdlib. The description body
-    after the first blank line is most of a METADATA file and never needed,
-    so it is cut off before parsing (parsing it cost ~1 ms a distribution)."""
-    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
-    head = re.split(r"\r?\n\r?\n", text, maxsplit=1)[0]
-    return HeaderParser().parsestr(head)
+    """The metadata's header block (decoded leniently, the description cut off);
+    raises UnreadableMetadata when the file is there but cannot be read."""
+    return read_headers(dist)
+
+
+class _Unreadable:
+    """A distribution whose metadata file is there but cannot be read."""
+
+    __slots__ = ("name", "reason")
+
+    def __init__(self, location: Path, reason: str) -> None:
+        self.name = distribution_label(location)[0]
+        self.reason = reason
 
 
 class _Index:
@@ -127,18 +166,30 @@ class _Index:
 
     def __init__(self, paths: Sequence[str | Path]) -> None:
         self.paths = [str(path) for path in paths]
-        self._found: dict[NormalizedName, _Installed | None] = {}
+        self._found: dict[NormalizedName, _Installed | _Unreadable | None] = {}
 
-    def get(self, name: str) -> _Installed | None:
+    def get(self, name: str) -> _Installed | _Unreadable | None:
         key = canonicalize_name(name)
         if key not in self._found:
             self._found[key] = None
-            for dist in importlib.metadata.distributions(name=key, path=self.paths):
-                headers = metadata_headers(dist)
+            for found in importlib.metadata.distributions(name=key, path=self.paths):
+                dist = lenient(found)
+                try:
+                    headers = read_headers(dist)
+                except UnreadableMetadata as exc:
+                    self._found[key] = _Unreadable(exc.location, exc.reason)
+                    break
                 if headers["Name"]:  # a broken or half-written dist-info names nothing
                     self._found[key] = _Installed(dist, headers)
                     break
         return self._found[key]
+
+    def locations(self) -> list[Path]:
+        """The metadata directory of every readable distribution looked up so far."""
+        return [
+            found.dist.path for found in self._found.values()
+            if isinstance(found, _Installed) and isinstance(found.dist, LenientDistribution)
+        ]
 
 
 def _applies(marker: Marker | None, extras: Iterable[str]) -> bool:
@@ -171,6 +222,8 @@ class _Checker:
         installed = self.index.get(req.name)
         if installed is None:
             return "not installed"
+        if isinstance(installed, _Unreadable):
+            return f"has unreadable metadata ({installed.reason})"
         version = installed.version()
         if isinstance(version, str):
             return version
@@ -180,11 +233,13 @@ class _Checker:
             return f"{version} installed, needs {req.specifier}"
         return None
 
-    def first_problem(self, req: Requirement) -> str | None:
-        """The first reason ``req`` or its dependency closure is not satisfied, or None."""
+    def first_problem(self, req: Requirement) -> tuple[str, NormalizedName] | None:
+        """The first reason ``req`` or its dependency closure is not satisfied,
+        and the distribution it is about; None when satisfied."""
         problem = self.problem(req)
         if problem is not None:
-            return problem if problem == "not installed" else f"{req.name} {problem}"
+            reason = problem if problem == "not installed" else f"{req.name} {problem}"
+            return reason, canonicalize_name(req.name)
         start: _Node = (canonicalize_name(req.name), _extras(req))
         seen = {start}
         queue = deque([start])
@@ -194,18 +249,20 @@ class _Checker:
             if (name, extras) in self.complete:
                 continue
             parent = self.index.get(name)
-            assert parent is not None  # only found distributions are queued
+            assert isinstance(parent, _Installed)  # only readable distributions are queued
             for line in parent.requires():
                 if line.only_extra is not None and line.only_extra not in extras:
                     continue  # exactly what evaluating its marker would say
                 dep = line.requirement()
                 if dep is None:
-                    return f"{parent.name} declares an unparsable dependency {line.line!r}"
+                    reason = f"{parent.name} declares an unparsable dependency {line.line!r}"
+                    return reason, name
                 if not _applies(dep.marker, extras):
                     continue
                 problem = self.problem(dep)
                 if problem is not None:
-                    return f"dependency {dep.name} (of {parent.name}) {problem}"
+                    reason = f"dependency {dep.name} (of {parent.name}) {problem}"
+                    return reason, canonicalize_name(dep.name)
                 node: _Node = (canonicalize_name(dep.name), _extras(dep))
                 if node not in seen:
                     seen.add(node)
@@ -232,6 +289,11 @@ def find_unsatisfied(
     An empty list means everything is installed at allowed versions. At most
     one entry per requirement, in the order given.
     """
+    return check(requirements, paths).unsatisfied
+
+
+def check(requirements: Iterable[str | Requirement], paths: Sequence[str | Path]) -> Verdict:
+    """``find_unsatisfied``, and where the distributions it read live."""
     checker = _Checker(paths)
     unsatisfied: list[Unsatisfied] = []
     for item in requirements:
@@ -249,8 +311,9 @@ def find_unsatisfied(
             continue
         problem = checker.first_problem(req)
         if problem is not None:
-            unsatisfied.append(Unsatisfied(text, problem))
-    return unsatisfied
+            reason, distribution = problem
+            unsatisfied.append(Unsatisfied(text, reason, distribution))
+    return Verdict(unsatisfied, checker.index.locations())
 
 
 def platform_paths(exclude: Sequence[str | Path] = ()) -> list[str]:

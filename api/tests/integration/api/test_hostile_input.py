@@ -433,8 +433,10 @@ BODY_CASES: dict[str, tuple[bytes, str | None, bool, int, tuple[str, ...]]] = {
                         ("JSON decode error",)),
     "body not UTF-8": (b'{"content": "alpha\xff==2\\n"}', "application/json", False, 422,
                        ("not valid UTF-8",)),
-    "no content type": (as_json({"content": "alpha==2\n"}), None, False, 422,
-                        ("valid dictionary",)),
+    "no content type, not UTF-8": (b'{"content": "alpha\xff==2\n"}', None, False, 422,
+                                   ("not valid UTF-8",)),
+    "form body that is not JSON": (b"content=alpha", "application/x-www-form-urlencoded",
+                                   False, 422, ("JSON decode error",)),
 }
 
 

@@ -55,7 +55,7 @@ def cached(redis_client: redis.Redis) -> Any:
 
 def stream_items(redis_client: redis.Redis) -> list[dict[str, Any]]:
     entries = cast(list[tuple[str, dict[str, str]]], redis_client.xrange(STREAM_KEY))
-    return [json.loads(fields["item"]) for _, fields in entries]
+    return [{**fields, "parameters": json.loads(fields["parameters"])} for _, fields in entries]
 
 
 def in_effect(content: str) -> dict[str, str]:
@@ -496,7 +496,7 @@ def test_executions_post_queues_and_get_reads(api: Api, redis_client: redis.Redi
     assert response.status_code == 200
     assert response.json() == {
         "id": execution_id, "status": "Pending", "result": None, "error": None,
-        "worker_id": None, "duration_ms": None,
+        "worker_id": None, "duration_ms": None, "notes": [],
     }
 
     update_execution(
@@ -505,7 +505,7 @@ def test_executions_post_queues_and_get_reads(api: Api, redis_client: redis.Redi
     )
     assert api.client.get(f"/api/executions/{execution_id}").json() == {
         "id": execution_id, "status": "Success", "result": {"greeting": "hi"}, "error": None,
-        "worker_id": "w1", "duration_ms": 7,
+        "worker_id": "w1", "duration_ms": 7, "notes": [],
     }
 
 

@@ -62,9 +62,9 @@ def _runs(log: Path) -> list[str]:
 
 
 def test_recycle_loses_nothing_and_runs_nothing_twice(
-    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path
+    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange_dir: Path
 ) -> None:
-    log = tmp_path / "runs.log"
+    log = exchange_dir / "runs.log"
     with running_pool(pool_env, workers=2, log_path=tmp_path / "pool.log"):
         before = wait_for(lambda: _all_idle(redis_client, 2), 60, what="2 idle workers")
         ids = [executions.enqueue_execution(WF, "mark", {"token": f"t{i}", "log": str(log),
@@ -84,9 +84,9 @@ def test_recycle_loses_nothing_and_runs_nothing_twice(
 
 
 def test_a_worker_killed_mid_execution_fails_it_and_is_replaced(
-    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path
+    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange_dir: Path
 ) -> None:
-    started = tmp_path / "started"
+    started = exchange_dir / "started"
     with running_pool(pool_env, workers=1, log_path=tmp_path / "pool.log"):
         wait_for(lambda: _all_idle(redis_client, 1), 60, what="an idle worker")
         victim = executions.enqueue_execution(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_unknown_package_is_logged_and_the_worker_still_starts(
     assert "no-such-package-anywhere" in ready["install"]["failed"][0]["error"]
     work.put({"id": "x", "module": "tests.support.sample_workflows", "function": "add",
               "parameters": {"a": 1, "b": 1}})
-    assert results.get(timeout=30)["result"] == 2
+    assert _answer(results.get(timeout=30))["result"] == 2
     work.put(None)
     process.join(timeout=30)
     assert process.exitcode == 0
@@ -103,7 +104,7 @@ def test_worker_imports_the_installed_package_in_a_workflow(
               "parameters": {"distribution_name": "bifrost-probe"}})
     results_by_id = {}
     for _ in range(2):
-        result = results.get(timeout=30)
+        result = _answer(results.get(timeout=30))
         results_by_id[result["id"]] = result
     assert (results_by_id["v"]["status"], results_by_id["v"]["result"]) == ("Success", "1.2.3")
     assert (results_by_id["w"]["status"], results_by_id["w"]["result"]) == ("Success", "1.2.3")
@@ -111,12 +112,14 @@ def test_worker_imports_the_installed_package_in_a_workflow(
     process.join(timeout=30)
 
 
-def test_sigterm_lets_the_item_in_hand_finish(redis_client: redis.Redis, tmp_path: Path) -> None:
+def test_sigterm_lets_the_item_in_hand_finish(
+    redis_client: redis.Redis, exchange_dir: Path
+) -> None:
     work, results = SPAWN.Queue(), SPAWN.Queue()
     process = _start_worker(work, results, "w-term")
     assert results.get(timeout=60)["type"] == "installing"
     assert results.get(timeout=60)["type"] == "ready"
-    started = tmp_path / "started"
+    started = exchange_dir / "started"
     work.put({"id": "slow", "module": "tests.support.sample_workflows", "function": "slow",
               "parameters": {"seconds": 1.5, "marker": str(started)}})
     deadline = time.monotonic() + 30
@@ -125,10 +128,17 @@ def test_sigterm_lets_the_item_in_hand_finish(redis_client: redis.Redis, tmp_pat
         time.sleep(0.02)
     assert process.pid is not None
     os.kill(process.pid, signal.SIGTERM)
-    result = results.get(timeout=30)
+    result = _answer(results.get(timeout=30))
     assert (result["id"], result["status"], result["result"]) == ("slow", "Success", "done")
     process.join(timeout=10)
     assert process.exitcode == 0
+
+
+def _answer(message: dict[str, Any]) -> dict[str, Any]:
+    """A worker's result message with its JSON payload read back into fields."""
+    from src.services.execution.results import decode_outcome
+
+    return {**message, **decode_outcome(message["payload"])}
 
 
 def _start_worker(

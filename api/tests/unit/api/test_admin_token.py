@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import threading
 from pathlib import Path
@@ -9,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from src.api.app import create_app
-from src.core.admin_token import admin_token_path, load_or_create_admin_token
+from src.core import admin_token
+from src.core.admin_token import (
+    ADMIN_TOKEN_FD_VARIABLE,
+    admin_token_path,
+    configured_admin_token,
+    load_or_create_admin_token,
+    receive_admin_token,
+    token_pipe,
+)
 from src.core.settings import get_settings
 
 
@@ -76,3 +85,27 @@ def test_concurrent_creators_agree_on_one_token(isolated_settings: Path) -> None
 def test_create_app_creates_the_token_file(isolated_settings: Path) -> None:
     app = create_app()
     assert (isolated_settings / "admin-token").read_text().strip() == app.state.admin_token
+
+
+def test_a_token_handed_over_through_a_pipe_is_the_configured_one(
+    isolated_settings: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bifrost up` passes the operator's token to the API through an inherited
+    pipe: never in argv, never in the API's environment, never on disk."""
+    monkeypatch.setattr(admin_token, "_received", None)
+    fd = token_pipe("handed-over")
+    environ = {ADMIN_TOKEN_FD_VARIABLE: str(fd), "OTHER": "kept"}
+    assert receive_admin_token(environ) is True
+    assert environ == {"OTHER": "kept"}
+    with pytest.raises(OSError):
+        os.fstat(fd)  # read and closed
+    assert configured_admin_token() == "handed-over"
+    assert load_or_create_admin_token() == "handed-over"
+    assert create_app().state.admin_token == "handed-over"
+    assert not (isolated_settings / "admin-token").exists()
+
+
+def test_nothing_is_received_without_a_descriptor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(admin_token, "_received", None)
+    assert receive_admin_token({}) is False
+    assert configured_admin_token() is None

@@ -112,7 +112,9 @@ def test_install_body_of_the_wrong_types_is_422(
         {"module": "workflows.hello", "function": "main", "parameters": []},
         {"module": "workflows.hello", "function": "main", "parameters": "x"},
         {"module": "workflows.hello", "function": 1},
-        {"module": "workflows.hello", "function": "main", "timeout": 5},
+        {"module": "workflows.hello", "function": "main", "timeout": 0},
+        {"module": "workflows.hello", "function": "main", "timeout": 10**9},
+        {"module": "workflows.hello", "function": "main", "timeout": "5"},
         {"module": "workflows.hello"},
     ],
 )

@@ -75,6 +75,7 @@ import redis
 
 from src.services.execution import simple_worker
 from src.services.execution.simple_worker import run_worker_process
+from src.services.execution.results import decode_outcome
 
 W = "w-unit"
 
@@ -252,9 +253,14 @@ def _item(item_id, function, **parameters):
 
 
 def _results(result_queue):
+    """The worker's messages, with each result's JSON payload (what the
+    execution's own process encoded) read back into its fields."""
     messages = []
     while not result_queue.empty():
-        messages.append(result_queue.get_nowait())
+        message = result_queue.get_nowait()
+        if message["type"] == "result":
+            message = {**message, **decode_outcome(message["payload"])}
+        messages.append(message)
     return [m for m in messages if m["type"] == "result"], messages
 
 
@@ -352,5 +358,6 @@ def test_user_code_sees_no_admin_token_or_database_url(no_install, monkeypatch):
     run_worker_process(work, results, W)
     done, _ = _results(results)
     assert [(r["id"], r["result"]) for r in done] == [("env", None), ("db", None)]
-    # the worker itself still knows where the store is (its fallback needs it)
-    assert simple_worker.get_settings().database_url == "postgresql://u:pw@db/x"
+    # once started, the worker forgets where the store is: executions are forked
+    # from it, and must not find the store's URL in its settings
+    assert simple_worker.get_settings().database_url is None

@@ -422,3 +422,47 @@ def test_platform_paths_default_is_real_sys_path_directories() -> None:
     assert paths
     assert all(Path(p).is_dir() for p in paths)
     assert all(p in sys.path for p in paths)
+
+
+# -- metadata that is not UTF-8, or cannot be read -----------------------------------------
+
+
+def test_latin1_metadata_is_read_leniently(env: Path) -> None:
+    from tests.support.wheels import latin1_metadata
+
+    info = env / "latin_pkg-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_bytes(latin1_metadata("latin-pkg", "1.0", requires=["bar>=2"]))
+    install(env, "bar", "2.0")
+    assert find_unsatisfied(["latin-pkg==1.0"], [env]) == []
+    assert reasons(["latin-pkg==2.0"], env) == ["latin-pkg 1.0 installed, needs ==2.0"]
+
+
+def test_unreadable_metadata_names_the_distribution(env: Path) -> None:
+    install(env, "foo", "1.0", "bar")
+    (env / "bar-1.0.dist-info").mkdir()
+    (env / "bar-1.0.dist-info" / "METADATA").mkdir()  # there, but cannot be read
+    install(env, "baz", "1.0")
+    found = find_unsatisfied(["foo", "bar", "baz"], [env])
+    assert [u.requirement for u in found] == ["foo", "bar"]
+    assert found[0].reason.startswith("dependency bar (of foo) has unreadable metadata (")
+    assert "IsADirectoryError" in found[0].reason
+    assert found[1].reason.startswith("bar has unreadable metadata (")
+    assert [u.distribution for u in found] == ["bar", "bar"]
+
+
+def test_unsatisfied_names_the_distribution_it_is_about(env: Path) -> None:
+    install(env, "foo", "1.0", "bar>=2")
+    install(env, "bar", "1.0")
+    assert [u.distribution for u in find_unsatisfied(["foo", "qux"], [env])] == ["bar", "qux"]
+
+
+def test_check_lists_the_distributions_it_read(env: Path, tmp_path: Path) -> None:
+    install(env, "foo", "1.0", "bar")
+    install(env, "bar", "1.0")
+    install(env, "unrelated", "1.0")
+    verdict = satisfaction.check(["foo"], [env])
+    assert verdict.unsatisfied == []
+    assert sorted(p.name for p in verdict.distributions) == [
+        "bar-1.0.dist-info", "foo-1.0.dist-info"]
+    assert all(p.parent == env for p in verdict.distributions)

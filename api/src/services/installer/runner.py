@@ -1,0 +1,129 @@
+"""Running the installer so that it can be stopped, and never outlives its caller.
+
+Every installer run (uv or pip) goes through `run_installer`: the installer
+runs under `supervisor.py`, in a session of its own, so that ending it early
+ends everything it started (a build backend, a compiler) and nothing else:
+
+- `should_stop`, when given, is polled every `STOP_POLL_SECONDS` on the
+  caller's thread; when it returns True the supervisor is told (one byte on
+  its stdin), kills the installer's process group, and `InstallStopped` is
+  raised once the supervisor has exited;
+- if the calling process dies, the supervisor's stdin ends and it kills the
+  group just the same: no orphaned installer keeps writing into a build
+  directory nobody owns;
+- the supervisor enforces the timeout itself, a little before the one given
+  to `subprocess.run` (the backstop), so that a timeout too kills the group.
+
+The installer is launched with `subprocess.run` whether or not it can be
+stopped: the same call the worker's own tests replace with a fake.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+StopCheck = Callable[[], bool]
+
+STOP_POLL_SECONDS = 0.2
+# How long the supervisor gets to kill the installer's group and exit once told.
+STOP_GRACE_SECONDS = 10.0
+SUPERVISOR = Path(__file__).with_name("supervisor.py")
+
+
+class InstallStopped(Exception):
+    """The install was abandoned because nobody will use it (`should_stop` said
+    so): the installer was killed and nothing half-built was left behind."""
+
+
+def stop_requested(should_stop: StopCheck | None) -> bool:
+    """Ask `should_stop`; a check that fails counts as "go on" (stopping only
+    saves work, and a broken check must not stop every install)."""
+    if should_stop is None:
+        return False
+    try:
+        return bool(should_stop())
+    except Exception as exc:
+        logger.warning("should_stop failed (the install goes on): %s", exc)
+        return False
+
+
+def supervised(argv: list[str], seconds: float) -> list[str]:
+    """argv running `argv` under the supervisor, with `seconds` to finish.
+    `-I -S`: the supervisor needs nothing but the standard library."""
+    return [sys.executable, "-I", "-S", str(SUPERVISOR), f"{seconds:.3f}", "--", *argv]
+
+
+def run_installer(
+    argv: list[str], timeout: float, should_stop: StopCheck | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv` to completion; its stdout and stderr are captured as text.
+
+    Raises InstallStopped when `should_stop` returned True (checked once
+    before the start, then while it runs), subprocess.TimeoutExpired or
+    OSError as `subprocess.run` does.
+    """
+    if stop_requested(should_stop):
+        raise InstallStopped("stopped before the installer started")
+    stop_read, stop_write = os.pipe()
+    try:
+        # The supervisor ends the install a little before the backstop does.
+        command = supervised(argv, max(timeout - min(1.0, timeout / 10), 0.001))
+
+        def launch() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                command, stdin=stop_read, capture_output=True, text=True,
+                timeout=timeout, start_new_session=True,
+            )
+
+        if should_stop is None:
+            return launch()
+        return _run_stoppable(launch, stop_write, should_stop)
+    finally:
+        os.close(stop_read)
+        os.close(stop_write)
+
+
+def _run_stoppable(
+    launch: Callable[[], subprocess.CompletedProcess[str]],
+    stop_write: int,
+    should_stop: StopCheck,
+) -> subprocess.CompletedProcess[str]:
+    """`launch()` on a helper thread while this one polls `should_stop`."""
+    done: list[subprocess.CompletedProcess[str]] = []
+    failed: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            done.append(launch())
+        except BaseException as exc:  # handed to the caller's thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=target, name="installer", daemon=True)
+    thread.start()
+    while True:
+        thread.join(STOP_POLL_SECONDS)
+        if not thread.is_alive():
+            break
+        if stop_requested(should_stop):
+            asked = time.monotonic()
+            os.write(stop_write, b"s")
+            thread.join(STOP_GRACE_SECONDS)
+            if thread.is_alive():
+                logger.warning("the installer's supervisor did not exit %.0f s after the stop",
+                               STOP_GRACE_SECONDS)
+            raise InstallStopped(
+                f"the installer was stopped and its process group killed "
+                f"({(time.monotonic() - asked) * 1000:.0f} ms after the stop was asked)"
+            )
+    if failed:
+        raise failed[0]
+    return done[0]
