@@ -176,6 +176,7 @@ class Bodies:
         """The current worker loop body (`_work_loop`)."""
         result = self.runner.run(order)
         self.sink.put(result)
+        self.runner.clean_up()
         return result
 
 
@@ -284,7 +285,7 @@ STEPS = [
     ("write", "  child: write to the pipe"),
     ("child_rest", "  child: not in the steps above"),
     ("exit", "  child written -> reaped (exit, wake)"),
-    ("end_group", "  worker: _end_group (kill, orphans)"),
+    ("end_group", "  worker: clean_up (kill, orphans, reap)"),
     ("cleanup", "  worker: rmtree scratch, the rest"),
     ("minflt", "  child: minor page faults"),
     ("parent_minflt", "  worker: minor page faults per run"),
@@ -353,7 +354,6 @@ def _instrument(bodies: Bodies, shared: Shared) -> None:
     os.register_at_fork(before=lambda: shared.stamp("t_fork"),
                         after_in_child=lambda: shared.stamp("t_child"),
                         after_in_parent=lambda: shared.stamp("t_parent"))
-    _wrap(execution_process.tempfile, "mkdtemp", step="mkdtemp", shared=shared)
     _wrap(execution_process.os, "pipe", step="mkdtemp", shared=shared)
     _wrap(execution_process.os, "setsid", step="setsid", shared=shared)
     _wrap(execution_process, "_prctl", step="pdeathsig", shared=shared,
@@ -389,7 +389,7 @@ def _instrument(bodies: Bodies, shared: Shared) -> None:
     _wrap(execution_process, "_write_all", step="write", shared=shared, action=written)
     # The worker's side: instance attributes shadow the methods.
     _wrap(runner, "_await", action=lambda: shared.stamp("t_await_end"))
-    _wrap(runner, "_end_group", step="end_group", shared=shared)
+    _wrap(runner, "clean_up", step="end_group", shared=shared)
 
 
 def _fork_steps(shared: Shared, run_seconds: float, parent_minflt: int) -> dict[str, float]:

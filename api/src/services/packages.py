@@ -10,7 +10,6 @@ or a test can call them directly.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 from pathlib import Path
 from typing import TypedDict
@@ -36,6 +35,7 @@ from src.core.requirements_cache import (
 )
 from src.core.settings import get_settings
 from src.services.execution.control import publish_recycle
+from src.services.installer import metadata
 from src.services.installer.environments import Environments
 from src.services.installer.platform import check_platform
 
@@ -143,18 +143,14 @@ def installed_distributions(path: Path) -> list[InstalledDistribution]:
     if not path.is_dir():
         return []
     found: dict[str, InstalledDistribution] = {}
-    for dist in importlib.metadata.distributions(path=[str(path)]):
-        # Broken metadata (no Name) cannot be listed meaningfully; skip it.
-        # (A missing key is None before Python 3.14 and a KeyError after.)
-        try:
-            name: str | None = dist.metadata["Name"]
-        except KeyError:
-            name = None
-        if not name:
+    # Read leniently: metadata that is not UTF-8 still names its distribution;
+    # one whose Name or Version cannot be read at all is left out.
+    for entry in metadata.scan([path]):
+        if not isinstance(entry, metadata.Found):
             continue
-        key = canonicalize_name(name)
+        key = canonicalize_name(entry.name)
         if key not in found:
-            found[key] = InstalledDistribution(name=name, version=dist.version or "")
+            found[key] = InstalledDistribution(name=entry.name, version=entry.version)
     return [found[key] for key in sorted(found)]
 
 

@@ -47,7 +47,7 @@ from src.core.hardening import prctl
 from src.services.execution.executor import describe_exception, execute_item
 from src.services.execution.protocol import InstallOutcome, WorkItem, WorkOrder, WorkResult
 from src.services.execution.results import encode_outcome, failure
-from src.services.execution.virtual_import import prefetch_workspace_module
+from src.services.execution.virtual_import import prefetch_workspace, seed_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -99,8 +99,22 @@ def _is_subreaper() -> bool:
     return flag.value == 1
 
 
+@dataclass
+class _Spare:
+    """A child forked ahead of its order: set up, confined, waiting on a pipe."""
+
+    pid: int
+    order_fd: int  # the worker writes the order here
+    result_fd: int  # and reads the outcome here
+
+
 class ExecutionRunner:
-    """Runs work orders, one forked child each; `run` never raises for user code."""
+    """Runs work orders, one forked child each; `run` never raises for user code.
+
+    The child for the next order is forked, and sets itself up (session,
+    sandbox, descriptors, limits), while the worker is otherwise idle, so an
+    order only pays for a write to a pipe. A child runs exactly one order.
+    """
 
     def __init__(
         self,
@@ -111,8 +125,8 @@ class ExecutionRunner:
         confine: Callable[[Path], Confinement | None] | None = None,
     ) -> None:
         """`scratch_root`: a directory of this worker's own, made here, under
-        which each execution gets a scratch dir (its working directory and
-        TMPDIR); `confine(scratch_root)` builds the sandbox executions enter."""
+        which executions get their scratch dir (working directory, TMPDIR and
+        HOME); `confine(scratch_root)` builds the sandbox executions enter."""
         self.worker_id = worker_id
         self.install = install
         self.limits = limits
@@ -120,15 +134,30 @@ class ExecutionRunner:
         self._hunt_orphans = _is_subreaper()
         scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._scratch_root = scratch_root
+        # One scratch dir, emptied between executions: cheaper than a new one each time.
+        self._scratch = scratch_root / "run"
+        self._scratch.mkdir(mode=0o700, exist_ok=True)
         self.confinement = confine(scratch_root) if confine is not None else None
-        self._left_behind: tuple[int | None, Path] | None = None
+        self._spare: _Spare | None = None
+        self._last_child: int | None = None
+        self._dying: set[int] = set()  # killed, not yet reaped
+        _settle_memory()
 
     def request_cancel(self, signum: int, frame: FrameType | None) -> None:
         """SIGUSR1 from the pool: cancel the execution in hand."""
         self.cancel_requested = True
 
     def close(self) -> None:
-        self.clean_up()
+        self.clean_up(prepare=False)
+        if self._spare is not None:
+            _kill_group(self._spare.pid)
+            self._dying.add(self._spare.pid)
+            os.close(self._spare.order_fd)
+            os.close(self._spare.result_fd)
+            self._spare = None
+        deadline = time.monotonic() + REAP_SECONDS
+        while self._dying and time.monotonic() < deadline:
+            self._reap_dying(block=True)
         if self.confinement is not None:
             self.confinement.close()
         shutil.rmtree(self._scratch_root, ignore_errors=True)
@@ -137,37 +166,64 @@ class ExecutionRunner:
         """Run one order in a child; answers as soon as the child's outcome is
         in. What the child left behind is cleaned up by `clean_up`, which the
         worker calls after handing the answer on (or the next `run` does)."""
-        self.clean_up()
+        if self._last_child is not None or self._spare is None:
+            self.clean_up()
+        spare, self._spare = self._spare, None
+        assert spare is not None
         self.cancel_requested = False
         started = time.monotonic()
         timeout = _timeout_of(order, self.limits.timeout)
-        prefetch_workspace_module(str(order.get("module", "")))
-        scratch = Path(tempfile.mkdtemp(dir=self._scratch_root))
-        read_fd, write_fd = os.pipe()
-        gc.freeze()  # the child's collections leave the template's objects (and pages) alone
-        pid = os.fork()
-        if pid == 0:  # the execution's process: never returns
-            os.close(read_fd)
-            self._child(order, write_fd, scratch)
-        os.close(write_fd)
-        self._left_behind = (pid, scratch)
+        self._last_child = spare.pid
         try:
-            payload = self._await(pid, read_fd, started, timeout)
+            _send_order(spare.order_fd, order)
+            payload = self._await(spare.pid, spare.result_fd, started, timeout)
         finally:
-            os.close(read_fd)
+            os.close(spare.result_fd)
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
                           payload=payload)
 
-    def clean_up(self) -> None:
-        """Reap the last child, kill what it left running, remove its scratch dir."""
-        if self._left_behind is None:
-            return
-        pid, scratch = self._left_behind
-        self._left_behind = None
-        if pid is not None:
-            _reap(pid)
-            self._end_group(pid)
-        shutil.rmtree(scratch, ignore_errors=True)
+    def clean_up(self, prepare: bool = True) -> None:
+        """End the last execution's process group and whatever else it left
+        running (its outcome is in: nothing there has work left), reap what
+        has died, empty the scratch dir, and fork the next order's child.
+        Never waits for a process; the worker also calls it while idle."""
+        if self._last_child is not None:
+            _kill_group(self._last_child)
+            self._dying.add(self._last_child)
+            self._last_child = None
+            _empty(self._scratch)
+        if self._hunt_orphans:  # as the subreaper, whatever escaped the group comes to us
+            spare = {self._spare.pid} if self._spare else set()
+            for orphan in set(_children()) - self._dying - spare:
+                _kill_group(orphan)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(orphan, signal.SIGKILL)
+                self._dying.add(orphan)
+        self._reap_dying(block=False)
+        if prepare and self._spare is None:
+            self._spare = self._fork_spare()
+
+    def _reap_dying(self, block: bool) -> None:
+        for pid in list(self._dying):
+            try:
+                reaped, _ = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:
+                reaped = pid  # not ours (any more)
+            if reaped:
+                self._dying.discard(pid)
+
+    def _fork_spare(self) -> _Spare:
+        order_read, order_write = os.pipe()
+        result_read, result_write = os.pipe()
+        gc.freeze()  # the child's collections leave the template's objects (and pages) alone
+        pid = os.fork()
+        if pid == 0:  # the execution's process: never returns
+            os.close(order_write)
+            os.close(result_read)
+            self._child(order_read, result_write)
+        os.close(order_read)
+        os.close(result_write)
+        return _Spare(pid, order_write, result_read)
 
     # --- the worker's side -----------------------------------------------------
 
@@ -218,10 +274,9 @@ class ExecutionRunner:
         data = b"".join(chunks)
         if data:
             return data
-        if self._left_behind is not None:
-            self._left_behind = (None, self._left_behind[1])  # reaped here, not later
-        status = _reap(pid)
-        self._end_group(pid)
+        self._last_child = None
+        status = _reap(pid)  # it has exited: its status says how
+        self._last_child = pid  # still end its group (clean_up)
         return failure(self._death_reason(status), _ms_since(started))
 
     def _stop(self, pid: int, started: float, reason: str, status: Any) -> bytes:
@@ -241,54 +296,41 @@ class ExecutionRunner:
         code = os.WEXITSTATUS(status) if status is not None else None
         return f"WorkerDied: the execution's process exited (code {code}) without a result"
 
-    def _end_group(self, pid: int) -> None:
-        """Kill what the execution left running and reap it."""
-        _kill_group(pid)
-        if not self._hunt_orphans:
-            return
-        deadline = time.monotonic() + REAP_SECONDS
-        while time.monotonic() < deadline:
-            orphans = _children()
-            if not orphans:
-                return
-            for orphan in orphans:
-                _kill_group(orphan)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(orphan, signal.SIGKILL)
-            for orphan in orphans:
-                _reap(orphan)
-        logger.warning("[%s] processes left by an execution would not die: %s",
-                       self.worker_id, _children())
-
     # --- the child's side --------------------------------------------------------
 
-    def _child(self, order: WorkOrder, write_fd: int, scratch: Path) -> None:
+    def _child(self, order_fd: int, result_fd: int) -> None:
         started = time.monotonic()
         try:
-            payload = self._run_in_child(order, write_fd, scratch, started)
+            self._set_up_child(order_fd, result_fd)
+            order, workspace = _receive_order(order_fd)
+            started = time.monotonic()
+            payload = self._execute(order, workspace)
         except BaseException as exc:  # anything at all: the worker still gets an answer
             payload = failure(describe_exception(exc), _ms_since(started))
         try:
-            _write_all(write_fd, payload)
-            for stream in (sys.stdout, sys.stderr):
+            for stream in (sys.stdout, sys.stderr):  # before the outcome: after it, we may die
                 with contextlib.suppress(Exception):
                     stream.flush()
+            _write_all(result_fd, payload)
         finally:
             os._exit(0)
 
-    def _run_in_child(self, order: WorkOrder, write_fd: int, scratch: Path,
-                      started: float) -> bytes:
+    def _set_up_child(self, order_fd: int, result_fd: int) -> None:
+        """Everything that does not depend on the order, done before it comes."""
         os.setsid()
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             signal.signal(signum, signal.SIG_DFL)
-        os.chdir(scratch)
-        os.environ["TMPDIR"] = os.environ["HOME"] = str(scratch)
-        tempfile.tempdir = str(scratch)
+        os.chdir(self._scratch)
+        os.environ["TMPDIR"] = os.environ["HOME"] = str(self._scratch)
+        tempfile.tempdir = str(self._scratch)
         if self.confinement is not None:
-            self.confinement.apply(scratch)
-        _replace_inherited_descriptors(keep=(0, 1, 2, write_fd))
+            self.confinement.apply(self._scratch)
+        _replace_inherited_descriptors(keep=(0, 1, 2, order_fd, result_fd))
         _limit_memory(self.limits.memory_mb)
+
+    def _execute(self, order: WorkOrder, workspace: dict[str, Any]) -> bytes:
+        seed_workspace(workspace)
         item = _work_item(order)
         outcome = execute_item(item, self.worker_id, self.install, fresh_process=True)
         error = outcome["error"]
@@ -297,6 +339,39 @@ class ExecutionRunner:
                       f"{self.limits.memory_mb} MB, BIFROST_EXECUTION_MEMORY_MB)")
         return encode_outcome(outcome["status"], outcome["result"], error,
                               outcome["duration_ms"], max_bytes=self.limits.max_result_bytes)
+
+
+def _send_order(fd: int, order: WorkOrder) -> None:
+    """The order, and the workspace files its module loads (read over the
+    worker's own connection), to the waiting child; then end of file."""
+    message = {"order": order, "workspace": prefetch_workspace(str(order.get("module", "")))}
+    try:
+        _write_all(fd, json.dumps(message).encode())
+    except BrokenPipeError:
+        pass  # the child died waiting: its exit status will say so
+    finally:
+        os.close(fd)
+
+
+def _receive_order(fd: int) -> tuple[WorkOrder, dict[str, Any]]:
+    chunks: list[bytes] = []
+    while chunk := os.read(fd, READ_CHUNK):
+        chunks.append(chunk)
+    os.close(fd)
+    message = json.loads(b"".join(chunks))
+    return message["order"], message["workspace"]
+
+
+def _settle_memory() -> None:
+    """Make the template small before the first fork: a fork copies the page
+    tables of every resident page and each execution's first writes copy
+    pages, so what start-up freed goes back to the system, and the objects
+    that remain are moved out of the collector's reach (a collection in a
+    child would touch, and so copy, every one of them)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+    gc.freeze()
 
 
 def _timeout_of(order: WorkOrder, most: float) -> float:
@@ -363,6 +438,17 @@ def _drain(fd: int, most: int) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks)
+
+
+def _empty(directory: Path) -> None:
+    """Remove what an execution left in its scratch dir."""
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
 
 
 def _kill_group(pgid: int) -> None:

@@ -37,11 +37,12 @@ from typing import Any, Protocol
 # The seed's tests patch `simple_worker.redis.from_url`, `.subprocess.run`,
 # `.time.sleep` and `.tempfile.NamedTemporaryFile`: the same module objects the
 # requirements cache and the install engine call through.
-import redis  # noqa: F401
+import redis
 
 from src.core.hashing import sha256_hex
+from src.core.redis_client import get_redis
 from src.core.requirements import requirement_lines
-from src.core.requirements_cache import get_requirements_sync
+from src.core.requirements_cache import cached_hash, get_requirements_sync
 from src.core.settings import get_settings
 from src.services.execution.execution_process import ExecutionRunner, Limits, become_subreaper
 from src.services.execution.protocol import (
@@ -51,7 +52,7 @@ from src.services.execution.protocol import (
     WorkerInstalling,
     WorkerReady,
 )
-from src.services.installer.engine import ensure_environment, install_outcome
+from src.services.installer.engine import InstallStopped, ensure_environment, install_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +104,13 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
             logger.info("[%s] Cached requirements.txt is empty", worker_id)
             return install_outcome(started, cached["hash"], skipped=True)
         logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
-        outcome, environment = ensure_environment(content, cached["hash"], worker_id)
+        try:
+            outcome, environment = ensure_environment(
+                content, cached["hash"], worker_id, should_stop=_Superseded(cached["hash"]))
+        except InstallStopped as stopped:
+            logger.warning("[%s] Install stopped: %s", worker_id, stopped)
+            failed = FailedPackage(package=WHOLE_INSTALL, error=f"install stopped: {stopped}")
+            return install_outcome(started, cached["hash"], ok=False, failed=[failed])
         if environment is not None and str(environment) not in sys.path:
             # After the platform's site-packages: user packages never shadow it.
             sys.path.append(str(environment))
@@ -114,6 +121,35 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
         logger.warning("[%s] Failed to install requirements: %s", worker_id, exc)
         failed = FailedPackage(package=WHOLE_INSTALL, error=str(exc)[-2000:])
         return install_outcome(started, None, ok=False, failed=[failed])
+
+
+# The running worker's stop flag (SIGTERM: it is retiring), for the install to see.
+_STOP: _StopFlag | None = None
+# How often a running install asks Redis whether its hash is still the current one.
+SUPERSEDED_CHECK_SECONDS = 1.0
+
+
+class _Superseded:
+    """Whether nobody will use the install in progress: the worker was told to
+    stop, or Redis names a newer requirements hash (then every pool recycles,
+    and this worker with it)."""
+
+    def __init__(self, requirements_hash: str) -> None:
+        self.requirements_hash = requirements_hash
+        self._checked = time.monotonic()
+
+    def __call__(self) -> bool:
+        if _STOP is not None and _STOP.requested:
+            return True
+        now = time.monotonic()
+        if now - self._checked < SUPERSEDED_CHECK_SECONDS:
+            return False
+        self._checked = now
+        try:
+            current = cached_hash(get_redis())
+        except redis.RedisError:
+            return False  # Redis away: keep installing what we have
+        return current is not None and current != self.requirements_hash
 
 
 def _log_outcome(worker_id: str, content: str, outcome: InstallOutcome) -> None:
@@ -181,7 +217,8 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
     """Entry point of a worker process (see the module docstring for the order)."""
     _configure_logging(worker_id)
     _scrub_environment()
-    stop = _StopFlag()
+    global _STOP
+    stop = _STOP = _StopFlag()
     previous = _install_signal_handlers(stop)
     try:
         _add_packages_dir_to_path()
@@ -224,6 +261,7 @@ def _work_loop(
             try:
                 item = work_queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                runner.clean_up()
                 if _pool_gone(parent):  # the pool was killed: nobody to answer
                     logger.warning("[%s] Pool process gone; exiting", worker_id)
                     return

@@ -17,6 +17,7 @@ import importlib.machinery
 import sys
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from src.core import module_cache
 
@@ -75,6 +76,12 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
                   if candidate in paths]
         self._sources = module_cache.cached_files_sync(wanted)
 
+    def prefetched(self) -> dict[str, Any]:
+        return {"index": sorted(self._paths()), "sources": self._sources}
+
+    def seed(self, index: list[str], sources: dict[str, str]) -> None:
+        self._index, self._sources = set(index), dict(sources)
+
     def _paths(self) -> set[str]:
         # One index read per execution, not one per import.
         if self._index is None:
@@ -128,16 +135,26 @@ def install_virtual_import_hook() -> WorkspaceFinder:
     return finder
 
 
-def prefetch_workspace_module(module: str) -> None:
-    """See `WorkspaceFinder.prefetch`; a failure here only means the import
-    will read Redis itself."""
+def prefetch_workspace(module: str) -> dict[str, Any]:
+    """The workspace index and the files `module` loads, read now (see
+    `WorkspaceFinder.prefetch`), for `seed_workspace` in another process; {}
+    when there is no hook or Redis did not answer (the import reads it then)."""
     finder = _finder()
     if finder is None:
-        return
+        return {}
     try:
         finder.prefetch(module)
     except Exception:
         finder.reset()
+        return {}
+    return finder.prefetched()
+
+
+def seed_workspace(workspace: dict[str, Any]) -> None:
+    """Use what `prefetch_workspace` read elsewhere, instead of reading it again."""
+    finder = _finder()
+    if finder is not None and "index" in workspace:
+        finder.seed(workspace["index"], workspace.get("sources") or {})
 
 
 def read_workspace_from_cache_only() -> None:

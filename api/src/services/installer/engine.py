@@ -5,9 +5,9 @@ API all come through it (directly or via the worker). In order:
 
 1. fast path: the newest environment for this hash is complete, every
    requirement with its dependencies is confirmed satisfied in-process
-   (importlib.metadata + packaging), and each distribution that relies on
-   still has its files (a sample of its RECORD, see `integrity`): no
-   installer runs, milliseconds;
+   (importlib.metadata + packaging), and each distribution that check
+   relied on still has its files (a sample of its RECORD, see `integrity`):
+   no installer runs, milliseconds;
 2. otherwise take the host's lock for the hash (the other processes wait), and
    look again: a sibling may have built it meanwhile;
 3. build into a temporary directory: one batch first; if the batch fails,
@@ -54,15 +54,15 @@ from src.services.installer.environments import (
     EnvRecord,
     hold,
 )
-from src.services.installer.integrity import first_damage
+from src.services.installer.integrity import first_damage, record_samples
 from src.services.installer.metadata import Found, Unreadable, scan
 from src.services.installer.platform import constraints_file
 from src.services.installer.runner import (
     STOP_POLL_SECONDS,
     InstallStopped,
     StopCheck,
+    StopPoll,
     run_installer,
-    stop_requested,
 )
 from src.services.installer.satisfaction import check, platform_paths
 
@@ -141,13 +141,14 @@ def _acquire(
     every STOP_POLL_SECONDS. Raises LockTimeout after the lock's own timeout."""
     if should_stop is None:
         return lock.acquire(poll_interval=LOCK_POLL_SECONDS)
+    stop_requested = StopPoll(should_stop)
     deadline = time.monotonic() + lock.timeout
     while True:
         try:
             wait = min(STOP_POLL_SECONDS, max(deadline - time.monotonic(), 0.0))
             return lock.acquire(timeout=wait, poll_interval=LOCK_POLL_SECONDS)
         except LockTimeout:
-            if stop_requested(should_stop):
+            if stop_requested():
                 logger.info("[%s] Stopped waiting for the build of %s: nobody will use it",
                             worker_id, requirements_hash[:12])
                 raise InstallStopped(
@@ -184,7 +185,7 @@ def _usable(
         logger.info("[%s] Environment %s is incomplete (%s: %s); building it again",
                     worker_id, env.path.name, first.requirement, first.reason)
         return None
-    damage = first_damage(p for p in verdict.distributions if p.parent == env.path)
+    damage = first_damage(env.path, (p for p in verdict.distributions if p.parent == env.path))
     if damage is not None:
         logger.warning("[%s] Environment %s is damaged: %s; building it again",
                        worker_id, env.path.name, damage.describe())
@@ -230,6 +231,7 @@ def _build(
                           envs, settings, should_stop)
         installed, unreadable = _distributions(build_dir)
         failed += _unreadable_failures(unreadable, lines, failed, build_dir, settings, worker_id)
+        record_samples(build_dir)  # what the fast path checks for files, read once here
         record = EnvRecord(
             requirements_hash=requirements_hash, content=content, installer=installer,
             installed=installed, failed=failed,
@@ -257,7 +259,7 @@ def _sound(previous: Environment, worker_id: str) -> bool:
         logger.warning("[%s] Not reusing %s: %s", worker_id, previous.path.name,
                        unreadable[0].describe())
         return False
-    damage = first_damage(previous.path.glob("*.dist-info"))
+    damage = first_damage(previous.path, previous.path.glob("*.dist-info"))
     if damage is not None:
         logger.warning("[%s] Not reusing %s: %s", worker_id, previous.path.name,
                        damage.describe())

@@ -1,8 +1,9 @@
 """Running the installer so that it can be stopped, and never outlives its caller.
 
 Every installer run (uv or pip) goes through `run_installer`: the installer
-runs under `supervisor.py`, in a session of its own, so that ending it early
-ends everything it started (a build backend, a compiler) and nothing else:
+runs under `supervisor.py` (started in a session of its own) as the leader of
+a process group of its own, so that ending it early ends everything it
+started (a build backend, a compiler) and nothing else:
 
 - `should_stop`, when given, is polled every `STOP_POLL_SECONDS` on the
   caller's thread; when it returns True the supervisor is told (one byte on
@@ -44,16 +45,26 @@ class InstallStopped(Exception):
     so): the installer was killed and nothing half-built was left behind."""
 
 
-def stop_requested(should_stop: StopCheck | None) -> bool:
-    """Ask `should_stop`; a check that fails counts as "go on" (stopping only
-    saves work, and a broken check must not stop every install)."""
-    if should_stop is None:
-        return False
-    try:
-        return bool(should_stop())
-    except Exception as exc:
-        logger.warning("should_stop failed (the install goes on): %s", exc)
-        return False
+class StopPoll:
+    """Asks `should_stop` (None: never stop). A check that fails counts as
+    "go on": stopping only saves work, and a broken check (Redis down) must
+    not stop every install. Its failure is logged once per poll, not at
+    every question."""
+
+    def __init__(self, should_stop: StopCheck | None) -> None:
+        self.should_stop = should_stop
+        self._warned = False
+
+    def __call__(self) -> bool:
+        if self.should_stop is None:
+            return False
+        try:
+            return bool(self.should_stop())
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                logger.warning("should_stop failed (the install goes on): %s", exc)
+            return False
 
 
 def supervised(argv: list[str], seconds: float) -> list[str]:
@@ -71,7 +82,8 @@ def run_installer(
     before the start, then while it runs), subprocess.TimeoutExpired or
     OSError as `subprocess.run` does.
     """
-    if stop_requested(should_stop):
+    stop_requested = StopPoll(should_stop)
+    if stop_requested():
         raise InstallStopped("stopped before the installer started")
     stop_read, stop_write = os.pipe()
     try:
@@ -86,7 +98,7 @@ def run_installer(
 
         if should_stop is None:
             return launch()
-        return _run_stoppable(launch, stop_write, should_stop)
+        return _run_stoppable(launch, stop_write, stop_requested)
     finally:
         os.close(stop_read)
         os.close(stop_write)
@@ -95,9 +107,9 @@ def run_installer(
 def _run_stoppable(
     launch: Callable[[], subprocess.CompletedProcess[str]],
     stop_write: int,
-    should_stop: StopCheck,
+    stop_requested: StopPoll,
 ) -> subprocess.CompletedProcess[str]:
-    """`launch()` on a helper thread while this one polls `should_stop`."""
+    """`launch()` on a helper thread while this one asks `stop_requested`."""
     done: list[subprocess.CompletedProcess[str]] = []
     failed: list[BaseException] = []
 
@@ -113,7 +125,7 @@ def _run_stoppable(
         thread.join(STOP_POLL_SECONDS)
         if not thread.is_alive():
             break
-        if stop_requested(should_stop):
+        if stop_requested():
             asked = time.monotonic()
             os.write(stop_write, b"s")
             thread.join(STOP_GRACE_SECONDS)

@@ -22,8 +22,12 @@ from src.core.hashing import sha256_hex
 from src.core.settings import get_settings
 from src.services.installer.engine import InstallStopped, ensure_environment
 from src.services.installer.environments import Environments
-from tests.integration.installer.processes import alive, group_members, group_of, \
-    processes_mentioning
+from tests.integration.installer.processes import (
+    alive,
+    group_members,
+    group_of,
+    processes_mentioning,
+)
 from tests.support.waiting import wait_for
 from tests.support.wheels import build_wheel
 
@@ -78,10 +82,10 @@ class SlowIndex:
         index = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:  # the stdlib's method name
                 self._answer(with_body=True)
 
-            def do_HEAD(self) -> None:  # noqa: N802 (uv asks before a download)
+            def do_HEAD(self) -> None:  # uv asks before a download
                 self._answer(with_body=False)
 
             def _answer(self, with_body: bool) -> None:
@@ -109,7 +113,7 @@ class SlowIndex:
                 if with_body:
                     self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # quiet: pytest shows the test's own output
 
         return Handler

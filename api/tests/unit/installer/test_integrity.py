@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -9,9 +10,11 @@ import pytest
 
 from src.services.installer.integrity import (
     MAX_TOP_LEVEL_NAMES,
+    SAMPLES_FILE,
     Damage,
     first_damage,
     missing_file,
+    record_samples,
     sample,
 )
 
@@ -78,15 +81,16 @@ def test_an_intact_distribution_has_nothing_missing(tmp_path: Path) -> None:
      ("helper.py", "helper.py")],
 )
 def test_a_deleted_package_or_module_is_missing(tmp_path: Path, delete: str, missing: str) -> None:
-    info = installed(tmp_path, "humanize", ["humanize/__init__.py", "humanize/time.py", "helper.py"])
+    files = ["humanize/__init__.py", "humanize/time.py", "helper.py"]
+    info = installed(tmp_path, "humanize", files)
     target = tmp_path / delete
     if target.is_dir():
         shutil.rmtree(target)
     else:
         target.unlink()
     assert missing_file(info) == missing
-    assert first_damage([info]) == Damage("humanize", missing)
-    assert first_damage([info]).describe() == f"humanize is missing {missing}"
+    assert first_damage(tmp_path, [info]) == Damage("humanize", missing)
+    assert first_damage(tmp_path, [info]).describe() == f"humanize is missing {missing}"
 
 
 def test_deleted_bytecode_and_scripts_are_not_damage(tmp_path: Path) -> None:
@@ -99,7 +103,7 @@ def test_no_record_means_nothing_to_go_by(tmp_path: Path) -> None:
     info = tmp_path / "legacy-1.0.dist-info"
     info.mkdir()
     assert missing_file(info) is None
-    assert first_damage([info]) is None
+    assert first_damage(tmp_path, [info]) is None
 
 
 def test_non_utf8_record_is_read(tmp_path: Path) -> None:
@@ -107,3 +111,25 @@ def test_non_utf8_record_is_read(tmp_path: Path) -> None:
     record = (info / "RECORD").read_bytes() + b"latin/caf\xe9.txt,sha256=x,1\n"
     (info / "RECORD").write_bytes(record)
     assert missing_file(info) is None
+
+
+def test_samples_recorded_at_build_time_are_what_a_start_checks(tmp_path: Path) -> None:
+    humanize = installed(tmp_path, "humanize", ["humanize/__init__.py", "humanize/time.py"])
+    helper = installed(tmp_path, "helper", ["helper.py"])
+    record_samples(tmp_path)
+    assert json.loads((tmp_path / SAMPLES_FILE).read_text()) == {
+        "helper-1.0.dist-info": ["helper.py"],
+        "humanize-1.0.dist-info": ["humanize/__init__.py"],
+    }
+    assert first_damage(tmp_path, [humanize, helper]) is None
+    (humanize / "RECORD").unlink()  # no longer read: the recorded sample is used
+    shutil.rmtree(tmp_path / "humanize")
+    assert first_damage(tmp_path, [humanize, helper]) == Damage("humanize", "humanize/__init__.py")
+
+
+def test_without_recorded_samples_the_record_is_read(tmp_path: Path) -> None:
+    info = installed(tmp_path, "helper", ["helper.py"])
+    (tmp_path / SAMPLES_FILE).write_text("not json")
+    assert first_damage(tmp_path, [info]) is None
+    (tmp_path / "helper.py").unlink()
+    assert first_damage(tmp_path, [info]) == Damage("helper", "helper.py")
