@@ -25,6 +25,7 @@ import importlib
 import logging
 import os
 import queue
+import shutil
 import signal
 import subprocess  # noqa: F401  # patched by the seed's tests (see below)
 import sys
@@ -286,11 +287,23 @@ def _runner(worker_id: str, install: InstallOutcome) -> ExecutionRunner:
                     max_result_bytes=settings.max_result_bytes,
                     memory_mb=settings.execution_memory_mb)
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
+    _remove_scratch_of_dead_workers(scratch_root.parent)
 
     def confine(root: Path) -> Any:
         return build_confinement(settings.data_path, settings.packages_dir, scratch_root=root)
 
     return ExecutionRunner(worker_id, install, limits, scratch_root, confine)
+
+
+def _remove_scratch_of_dead_workers(scratch_dir: Path) -> None:
+    """Scratch roots are named `<pid>-<worker id>`; a killed worker cannot
+    remove its own, so whoever starts next does."""
+    if not scratch_dir.is_dir():
+        return
+    for root in scratch_dir.iterdir():
+        pid = root.name.split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def _on_cancel(runner: ExecutionRunner) -> Any:
