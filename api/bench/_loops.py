@@ -73,7 +73,6 @@ WARMUP = 20
 ITEMS = 300  # timed items of each body, per process
 BLOCK = 25  # items per timed block
 PROFILE_ITEMS = 100  # per body and process, after the timed blocks
-TARGET = 0.60  # fork per execution keeps at least this share of the long-lived throughput
 ECHO_MODULE = "workflows.echo"
 WAIT_SECONDS = 300.0
 
@@ -128,18 +127,38 @@ def _start_up(worker_id: str) -> tuple[Any, Any]:
     install = worker._install_requirements_from_cache_sync(worker_id)
     install_virtual_import_hook()
     worker._forget_store()
-    return install, worker._runner(worker_id, install)
+    template, _limits = worker._template(worker_id, install)
+    template.start()
+    return install, template
+
+
+def _in_process_runner(template: Any) -> Any:
+    """The runner the template runs, built in this process for the profile
+    (which wraps its steps): it forks from this larger process, so its fork
+    steps are upper bounds of the template's."""
+    from src.services.execution.execution_process import ExecutionRunner, Limits
+    from src.services.execution.sandbox import build_confinement
+
+    setup = template.setup
+    data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])
+    return ExecutionRunner(
+        setup["worker_id"], setup["install"], Limits(**setup["limits"]),
+        Path(setup["scratch_root"]) / "profile",
+        lambda root: build_confinement(data_dir, packages_dir, scratch_root=root))
 
 
 class Bodies:
     """The two loop bodies, and the items they take."""
 
-    def __init__(self, worker_id: str, install: Any, runner: Any, sink: Any) -> None:
+    def __init__(self, worker_id: str, install: Any, template: Any, sink: Any) -> None:
         import json
 
         from src.services.execution import executor
+        from src.services.execution.virtual_import import prefetch_workspace
 
-        self.worker_id, self.install, self.runner, self.sink = worker_id, install, runner, sink
+        self.worker_id, self.install, self.template, self.sink = worker_id, install, template, sink
+        self.runner: Any = None  # in-process, for the profile only
+        self.prefetch = prefetch_workspace
         self.counter = 0
         # Looked up at call time (the profile wraps `executor.execute_item`).
         self.executor, self.dumps = executor, json.dumps
@@ -173,7 +192,15 @@ class Bodies:
         return result
 
     def fork(self, order: Any) -> Any:
-        """The current worker loop body (`_work_loop`)."""
+        """The current worker loop body (`_work_loop`): read the workspace
+        ahead, the template forks a process for the order, put the answer."""
+        workspace = self.prefetch(order["module"])
+        result = self.template.run(order, workspace, 60.0, lambda: False)
+        self.sink.put(result)
+        return result
+
+    def fork_in_process(self, order: Any) -> Any:
+        """The same, with the template's runner in this process (profile only)."""
         result = self.runner.run(order)
         self.sink.put(result)
         self.runner.clean_up()
@@ -198,8 +225,8 @@ def check(mode: str, index: int, result: Any) -> str | None:
 
 def _loop_worker(worker_id: str, warmup: int, blocks: list[tuple[str, int]],
                  profile_items: int, barrier: Any, sink: Any) -> dict[str, Any]:
-    install, runner = _start_up(worker_id)
-    bodies = Bodies(worker_id, install, runner, sink)
+    install, template = _start_up(worker_id)
+    bodies = Bodies(worker_id, install, template, sink)
     failures: list[str] = []
     try:
         for mode in MODES:
@@ -207,7 +234,7 @@ def _loop_worker(worker_id: str, warmup: int, blocks: list[tuple[str, int]],
                 problem = check(mode, index, bodies.run(mode, item))
                 if problem:
                     failures.append(f"warm-up {problem}")
-        facts = _facts(runner)
+        facts = _facts(template)
         timed = []
         for mode, count in blocks:
             # One untimed item first: the long-lived loop never forks, so the
@@ -231,33 +258,42 @@ def _loop_worker(worker_id: str, warmup: int, blocks: list[tuple[str, int]],
                 problem = check(mode, index, output)
                 if problem:
                     failures.append(problem)
-        profile = _profile(bodies, profile_items, barrier, failures) if profile_items else {}
+        if profile_items:
+            bodies.runner = _in_process_runner(template)
+            profile = _profile(bodies, profile_items, barrier, failures)
+        else:
+            profile = {}
     finally:
-        runner.close()
+        template.close()
+        if bodies.runner is not None:
+            bodies.runner.close()
     return {"worker_id": worker_id, "error": None, "blocks": timed, "failures": failures,
             "profile": profile, **facts}
 
 
-def _facts(runner: Any) -> dict[str, Any]:
-    """What the cost of a fork depends on: this process's size and descriptors."""
+def _facts(template: Any) -> dict[str, Any]:
+    """What the cost of a fork depends on: the forking process's size (the
+    template's), next to this worker process's."""
     import sys
 
-    sizes = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmSize"):
-            sizes[name] = int(value.split()[0]) / 1024
-    confinement = runner.confinement
+    def sizes(pid: int) -> dict[str, float]:
+        found = {}
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmSize"):
+                found[name] = int(value.split()[0]) / 1024
+        return found
+
+    worker, forker = sizes(os.getpid()), sizes(template.process.pid)
     return {
         "pid": os.getpid(),
-        "rss_mb": sizes.get("VmRSS", 0.0),
-        "vm_mb": sizes.get("VmSize", 0.0),
+        "rss_mb": worker.get("VmRSS", 0.0),
+        "vm_mb": worker.get("VmSize", 0.0),
+        "template_rss_mb": forker.get("VmRSS", 0.0),
         "fds": len(os.listdir("/proc/self/fd")),
         "modules": len(sys.modules),
-        "confinement": (None if confinement is None else
-                        f"Landlock ABI {confinement.abi}, {len(confinement.descriptors())} "
-                        f"descriptors held, {len(confinement.granted)} paths granted"),
-        "memory_mb": runner.limits.memory_mb,
+        "confinement": "built in the template (see sandbox.py)",
+        "memory_mb": template.setup["limits"]["memory_mb"],
     }
 
 
@@ -426,7 +462,7 @@ def _profile(bodies: Bodies, items: int, barrier: Any,
         shared.reset()
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         before = time.perf_counter()
-        result = bodies.fork(item)
+        result = bodies.fork_in_process(item)
         seconds = time.perf_counter() - before
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         for name, value in _fork_steps(shared, seconds, faults).items():
@@ -522,10 +558,6 @@ class Comparison:
     def ok(self) -> bool:
         return not self.errors and not self.failures and len(self.blocks) > 0
 
-    @property
-    def target_met(self) -> bool:
-        return self.ok and self.ratio >= TARGET
-
     def profile(self, mode: str) -> dict[str, list[float]]:
         merged: dict[str, list[float]] = {}
         for report in self.reports:
@@ -611,10 +643,6 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def verdict(comparison: Comparison) -> str:
-    return "OK" if comparison.target_met else "FAIL"
-
-
 def summary_lines(comparison: Comparison) -> list[str]:
     """The loop comparison's lines of the summary block."""
     if comparison.errors:
@@ -626,9 +654,9 @@ def summary_lines(comparison: Comparison) -> list[str]:
                      f"{comparison.items}): {comparison.rate(mode):7.1f} executions/s; "
                      f"per item p50 {_percentile(times, 0.5):6.2f}  "
                      f"p99 {_percentile(times, 0.99):6.2f} ms")
-    lines.append(f"fork / long-lived throughput = {comparison.ratio * 100:.1f}% "
-                 f"(target >= {TARGET * 100:.0f}%) {verdict(comparison)}; "
-                 f"non-Success in the loops: {len(comparison.failures)}")
+    lines.append(f"fork / long-lived throughput = {comparison.ratio * 100:.1f}% (the loop "
+                 "alone: what a process per execution costs; the target is on the whole "
+                 f"path, above); non-Success in the loops: {len(comparison.failures)}")
     return lines
 
 
@@ -644,8 +672,8 @@ def print_comparison(comparison: Comparison, profile: bool, reference: str = "")
     for report in comparison.reports:
         print(f"    {report['worker_id']} (pid {report['pid']}): RSS {report['rss_mb']:.1f} MB, "
               f"VmSize {report['vm_mb']:.0f} MB, {report['fds']} fds, {report['modules']} "
-              f"modules; confinement: {report['confinement'] or 'none'}; RLIMIT_AS "
-              f"+{report['memory_mb']} MB")
+              f"modules; its execution template: RSS {report['template_rss_mb']:.1f} MB; "
+              f"RLIMIT_AS +{report['memory_mb']} MB")
     if reference:
         print(f"    {reference}")
     for mode in MODES:
@@ -657,15 +685,16 @@ def print_comparison(comparison: Comparison, profile: bool, reference: str = "")
         print(f"    {'':18} per item p50 {_percentile(times, 0.5):6.2f}  "
               f"p90 {_percentile(times, 0.9):6.2f}  p99 {_percentile(times, 0.99):6.2f}  "
               f"max {max(times):6.2f} ms  ({len(times)} items)")
-    print(f"    fork / long-lived = {comparison.ratio * 100:.1f}% of the throughput "
-          f"(target >= {TARGET * 100:.0f}%) {verdict(comparison)}")
+    print(f"    fork / long-lived = {comparison.ratio * 100:.1f}% of the loop's own throughput "
+          "(no HTTP, no pool: the cost of a process per execution; section 1b compares "
+          "the whole path)")
     print(f"    results drained from result_queue: {comparison.drained} of "
           f"{comparison.expected_results}")
     print(f"    non-Success: {len(comparison.failures)} (target 0) "
           f"{'OK' if not comparison.failures else 'MISSED'}")
     for failure in comparison.failures[:5]:
         print(f"      {failure}")
-    if profile or not comparison.target_met:
+    if profile:
         print_profile(comparison)
 
 

@@ -110,6 +110,8 @@ TOKEN = "bench-load-admin-token-7c2e41"
 PACKAGE = "load-pkg"
 VERSIONS = ("1.0.0", "2.0.0")
 FINAL = frozenset({"Success", "Failed", "Timeout"})
+# Fork per execution must keep this share of the in-process loop's HTTP throughput.
+HTTP_TARGET = 0.60
 
 ECHO_MODULE = "workflows.echo"
 ECHO_SOURCE = "def main(x):\n    return x\n"
@@ -256,6 +258,14 @@ class Batch:
     @property
     def failures(self) -> list[Sample]:
         return [s for s in self.samples if s.status != "Success"]
+
+    @property
+    def throughput(self) -> float:
+        return len(self.samples) / self.seconds if self.seconds else 0.0
+
+    @property
+    def round_trips_ms(self) -> list[float]:
+        return [s.round_trip_ms for s in self.ok] or [float("nan")]
 
 
 def components(stack: Any, redis_pid: int) -> dict[str, list[int]]:
@@ -665,7 +675,7 @@ def print_changes(changes: list[Change]) -> None:
         print(f"    FAILED round {change.round} {change.label}: {change.error}")
 
 
-def print_summary(batch: Batch, loops: _loops.Comparison, floor: list[float],
+def print_summary(batch: Batch, baseline: Batch, loops: _loops.Comparison, floor: list[float],
                   changes: list[Change], problems: list[str]) -> bool:
     trips = [s.round_trip_ms for s in batch.ok] or [float("nan")]
     complete = len(changes) == 3 * CHANGE_ROUNDS and all(c.error is None for c in changes)
@@ -678,6 +688,11 @@ def print_summary(batch: Batch, loops: _loops.Comparison, floor: list[float],
           f"{len(batch.samples) / batch.seconds:.1f} executions/s")
     print(f"non-Success: {len(batch.failures)} (target 0) "
           f"{'OK' if not batch.failures else 'MISSED'}")
+    ratio = batch.throughput / baseline.throughput if baseline.throughput else 0.0
+    print(f"same batch, former in-process loop: {baseline.throughput:.1f} executions/s, "
+          f"p50 {percentile(baseline.round_trips_ms, 0.5):.1f}  "
+          f"p99 {percentile(baseline.round_trips_ms, 0.99):.1f} ms; fork / in-process = "
+          f"{ratio:.0%} (target >= {HTTP_TARGET:.0%}) {'OK' if ratio >= HTTP_TARGET else 'FAIL'}")
     for line in _loops.summary_lines(loops):
         print(line)
     floor_p50 = percentile(floor, 0.5)
@@ -695,6 +710,35 @@ def print_summary(batch: Batch, loops: _loops.Comparison, floor: list[float],
 
 
 # --- main -----------------------------------------------------------------------------
+
+
+def run_inline_baseline(stack: Any, stop: threading.Event, redis_pid: int) -> Batch:
+    """The same batch against a pool running the former in-process loop
+    (`bench/_inline_pool.py`), on the same API and Redis; then the real pool
+    is back for what follows."""
+    stack.stop_pools()
+    stack.start_pools("bench._inline_pool")
+    stack.wait_ready(stack.current_hash())
+    run_batch(stack, WARMUP, CONCURRENCY, stop, redis_pid)
+    baseline = run_batch(stack, EXECUTIONS, CONCURRENCY, stop, redis_pid)
+    stack.stop_pools()
+    stack.start_pools()
+    stack.wait_ready(stack.current_hash())
+    return baseline
+
+
+def print_baseline(batch: Batch, baseline: Batch) -> None:
+    ratio = batch.throughput / baseline.throughput if baseline.throughput else 0.0
+    verdict = "OK" if ratio >= HTTP_TARGET else "FAIL"
+    print("\n1b. The same batch, side by side: fork per execution against the former "
+          "in-process loop (bench/_inline_pool.py), same API, Redis and host")
+    for label, run in (("fork per execution", batch), ("in-process loop", baseline)):
+        times = run.round_trips_ms
+        print(f"    {label:<20} {run.throughput:6.1f} executions/s; round trip "
+              f"p50 {percentile(times, 0.5):6.1f}  p99 {percentile(times, 0.99):6.1f} ms; "
+              f"non-Success {len(run.samples) - len(run.ok)}")
+    print(f"    fork / in-process throughput = {ratio:.0%} (target >= {HTTP_TARGET:.0%}) "
+          f"{verdict}")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -733,8 +777,12 @@ def main(argv: list[str]) -> int:
         print(f"  batch: {len(batch.ok)} of {EXECUTIONS} succeeded in {batch.seconds:.2f} s "
               f"({host_load()})", flush=True)
         parts = breakdown(server.url, batch)
+        baseline = run_inline_baseline(stack, stop, redis_pid)
+        print(f"  baseline batch (in-process loop): {len(baseline.ok)} of {EXECUTIONS} "
+              f"succeeded in {baseline.seconds:.2f} s", flush=True)
         print(f"  worker loop comparison ({_loops.WORKERS} worker-like processes):", flush=True)
-        loops = _loops.compare(_loops.stack_env(stack.env()), stack.logs_dir)
+        loops = _loops.compare(_loops.stack_env(stack.env()), stack.logs_dir,
+                               profile_items=_loops.PROFILE_ITEMS if profile else 0)
         pool_workers = describe_pool_workers(stack)
         for line in _loops.summary_lines(loops):
             print(f"    {line}", flush=True)
@@ -744,10 +792,11 @@ def main(argv: list[str]) -> int:
         changes = measure_changes(stack, stop)
 
         print_batch(batch, parts)
+        print_baseline(batch, baseline)
         _loops.print_comparison(loops, profile, pool_workers)
         print_floors(batch, direct, floor, health)
         print_changes(changes)
-        ok = print_summary(batch, loops, floor, changes, log_problems(stack))
+        ok = print_summary(batch, baseline, loops, floor, changes, log_problems(stack))
         print(f"(done; {host_load()})")
     except KeyboardInterrupt:
         print("\nInterrupted; stopping everything", file=sys.stderr)

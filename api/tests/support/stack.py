@@ -100,10 +100,11 @@ class Stack:
         log.flush()
         return log
 
-    def _popen(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def _popen(self, name: str, args: list[str], env: dict[str, str],
+               module: str = "src.cli") -> subprocess.Popen[bytes]:
         with self._log(name) as log:
             return subprocess.Popen(
-                [sys.executable, "-m", "src.cli", *args],
+                [sys.executable, "-m", module, *args],
                 cwd=API_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,  # a process group of its own: stop() kills it whole
             )
@@ -136,13 +137,29 @@ class Stack:
             self.wait_ready(self.current_hash())
         return self
 
-    def start_pools(self) -> None:
+    def start_pools(self, module: str = "src.cli") -> None:
+        """`bifrost worker` pools (or another pool entry point, `module`, that
+        takes the same `worker --workers N` arguments after its name)."""
         # Processes that run user code never see the admin token (as `bifrost up`).
         worker_env = {k: v for k, v in self.env().items() if k != "BIFROST_ADMIN_TOKEN"}
+        args = ["--workers", str(self.workers_per_pool)]
         for index in range(self.pools):
             self.pool_processes.append(self._popen(
-                f"pool-{index}", ["worker", "--workers", str(self.workers_per_pool)], worker_env,
+                f"pool-{index}", ["worker", *args] if module == "src.cli" else args,
+                worker_env, module,
             ))
+
+    def stop_pools(self) -> None:
+        """SIGTERM the pools and wait for them (the API keeps serving)."""
+        for process in self.pool_processes:
+            process.send_signal(signal.SIGTERM)
+        for process in self.pool_processes:
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.pool_processes = []
 
     def _healthy(self) -> bool:
         return self.client.get("/health").status_code == 200

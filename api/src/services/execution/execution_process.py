@@ -162,10 +162,12 @@ class ExecutionRunner:
             self.confinement.close()
         shutil.rmtree(self._scratch_root, ignore_errors=True)
 
-    def run(self, order: WorkOrder) -> WorkResult:
+    def run(self, order: WorkOrder, workspace: dict[str, Any] | None = None) -> WorkResult:
         """Run one order in a child; answers as soon as the child's outcome is
         in. What the child left behind is cleaned up by `clean_up`, which the
-        worker calls after handing the answer on (or the next `run` does)."""
+        worker calls after handing the answer on (or the next `run` does).
+        `workspace`: the files the order's module loads, read ahead (see
+        `prefetch_workspace`); read here when not given."""
         if self._last_child is not None or self._spare is None:
             self.clean_up()
         spare, self._spare = self._spare, None
@@ -175,7 +177,9 @@ class ExecutionRunner:
         timeout = _timeout_of(order, self.limits.timeout)
         self._last_child = spare.pid
         try:
-            _send_order(spare.order_fd, order)
+            if workspace is None:
+                workspace = prefetch_workspace(str(order.get("module", "")))
+            _send_order(spare.order_fd, order, workspace)
             payload = self._await(spare.pid, spare.result_fd, started, timeout)
         finally:
             os.close(spare.result_fd)
@@ -341,10 +345,10 @@ class ExecutionRunner:
                               outcome["duration_ms"], max_bytes=self.limits.max_result_bytes)
 
 
-def _send_order(fd: int, order: WorkOrder) -> None:
-    """The order, and the workspace files its module loads (read over the
-    worker's own connection), to the waiting child; then end of file."""
-    message = {"order": order, "workspace": prefetch_workspace(str(order.get("module", "")))}
+def _send_order(fd: int, order: WorkOrder, workspace: dict[str, Any]) -> None:
+    """The order, and the workspace files its module loads, to the waiting
+    child; then end of file."""
+    message = {"order": order, "workspace": workspace}
     try:
         _write_all(fd, json.dumps(message).encode())
     except BrokenPipeError:

@@ -45,7 +45,7 @@ from src.core.redis_client import get_redis
 from src.core.requirements import requirement_lines
 from src.core.requirements_cache import cached_hash, get_requirements_sync
 from src.core.settings import get_settings
-from src.services.execution.execution_process import ExecutionRunner, Limits, become_subreaper
+from src.services.execution.execution_process import Limits, _timeout_of, become_subreaper
 from src.services.execution.protocol import (
     WHOLE_INSTALL,
     FailedPackage,
@@ -53,6 +53,8 @@ from src.services.execution.protocol import (
     WorkerInstalling,
     WorkerReady,
 )
+from src.services.execution.template import Template, template_setup
+from src.services.execution.virtual_import import prefetch_workspace
 from src.services.installer.engine import InstallStopped, ensure_environment, install_outcome
 
 logger = logging.getLogger(__name__)
@@ -254,45 +256,55 @@ def _work_loop(
     stop: _StopFlag,
     install: InstallOutcome,
 ) -> None:
-    runner = _runner(worker_id, install)
-    previous = _on_cancel(runner)
+    template, limits = _template(worker_id, install)
+    cancel = _CancelFlag()
+    previous = _on_cancel(cancel)
     parent = os.getppid()
     try:
+        template.start()
         while not stop.requested:
             try:
                 item = work_queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                runner.clean_up()
                 if _pool_gone(parent):  # the pool was killed: nobody to answer
                     logger.warning("[%s] Pool process gone; exiting", worker_id)
                     return
                 continue
             if item is None:
                 return
-            result_queue.put(runner.run(item))
-            runner.clean_up()  # while the pool takes the answer
+            cancel.requested = False
+            workspace = prefetch_workspace(str(item.get("module", "")))
+            result_queue.put(template.run(item, workspace, _timeout_of(item, limits.timeout),
+                                          lambda: cancel.requested))
     finally:
-        runner.close()
+        template.close()
         if previous is not None:
             signal.signal(signal.SIGUSR1, previous)
 
 
-def _runner(worker_id: str, install: InstallOutcome) -> ExecutionRunner:
-    """Executions' scratch dirs live in the data dir, which the sandbox hides:
-    an execution reaches its own and no other."""
-    from src.services.execution.sandbox import build_confinement
+class _CancelFlag:
+    """SIGUSR1 from the pool sets it: cancel the execution in hand."""
 
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits]:
+    """The process executions are forked from (`template.py`). Their scratch
+    dirs live in the data dir, which the sandbox hides: an execution reaches
+    its own and no other."""
     settings = get_settings()
     limits = Limits(timeout=settings.execution_timeout,
                     max_result_bytes=settings.max_result_bytes,
                     memory_mb=settings.execution_memory_mb)
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
     _remove_scratch_of_dead_workers(scratch_root.parent)
-
-    def confine(root: Path) -> Any:
-        return build_confinement(settings.data_path, settings.packages_dir, scratch_root=root)
-
-    return ExecutionRunner(worker_id, install, limits, scratch_root, confine)
+    setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
+                           settings.packages_dir)
+    return Template(worker_id, setup), limits
 
 
 def _remove_scratch_of_dead_workers(scratch_dir: Path) -> None:
@@ -306,12 +318,12 @@ def _remove_scratch_of_dead_workers(scratch_dir: Path) -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _on_cancel(runner: ExecutionRunner) -> Any:
+def _on_cancel(cancel: _CancelFlag) -> Any:
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
-    return signal.signal(signal.SIGUSR1, runner.request_cancel)
+    return signal.signal(signal.SIGUSR1, cancel.request)
 
 
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,

@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from src.core import module_cache
-
 ORIGIN_PREFIX = "workspace://"
 
 
@@ -39,7 +37,7 @@ class WorkspaceLoader(importlib.abc.Loader):
             return
         source = self.source
         if source is None:
-            source = module_cache.read_file_sync(self.path, from_store=self.from_store)
+            source = _module_cache().read_file_sync(self.path, from_store=self.from_store)
         if source is None:
             raise ImportError(f"workspace file {self.path} vanished", name=module.__name__)
         module.__file__ = ORIGIN_PREFIX + self.path
@@ -74,7 +72,7 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
                   for base in ["/".join(parts[:depth])]
                   for candidate in (f"{base}/__init__.py", f"{base}.py")
                   if candidate in paths]
-        self._sources = module_cache.cached_files_sync(wanted)
+        self._sources = _module_cache().cached_files_sync(wanted)
 
     def prefetched(self) -> dict[str, Any]:
         return {"index": sorted(self._paths()), "sources": self._sources}
@@ -84,9 +82,10 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
 
     def _paths(self) -> set[str]:
         # One index read per execution, not one per import.
-        if self._index is None:
-            self._index = module_cache.index_sync(from_store=self.from_store)
-        return self._index
+        index = self._index
+        if index is None:
+            index = self._index = set(_module_cache().index_sync(from_store=self.from_store))
+        return index
 
     def find_spec(
         self,
@@ -120,6 +119,15 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
             spec.submodule_search_locations = [origin]
             return spec
         return None
+
+
+def _module_cache() -> ModuleType:
+    """Imported on first use: the process that forks executions must stay
+    small (a fork copies the page tables of all it has loaded), and Redis's
+    client is large; an execution whose files were read ahead never needs it."""
+    from src.core import module_cache
+
+    return module_cache
 
 
 def _finder() -> WorkspaceFinder | None:
