@@ -3,11 +3,11 @@ fork per execution, in real worker-like processes, side by side in one run.
 
 `compare()` starts WORKERS processes at once with multiprocessing "spawn".
 Each one starts up as a worker process does (`worker_main`, then
-`run_worker_process` up to its loop): it becomes a child subreaper, reads
-workspace modules from Redis only, scrubs its environment, puts the packages
-dir on sys.path, installs the requirements from the cache, installs the
-virtual import hook, forgets the store, and builds its runner with
-`simple_worker._runner` (the worker's Limits and Landlock confinement). Then
+`run_worker_process` up to its loop): it reads workspace modules from Redis
+only, scrubs its environment, puts the packages dir on sys.path, installs the
+requirements from the cache, installs the virtual import hook, forgets the
+store, and starts its execution template (`simple_worker._template`, with
+the worker's Limits; the template builds the Landlock confinement). Then
 each process runs the same items, `workflows.echo.main(x=i)` loaded through
 the hook from the stack's Redis, through two loop bodies:
 
@@ -15,9 +15,10 @@ the hook from the stack's Redis, through two loop bodies:
   was (`result = execute_item(item, worker_id, install)`,
   `json.dumps(result["result"])`, `result_queue.put(result)`), item
   `{"id", "module", "function", "parameters": dict}`;
-- FORK, the current loop body: `result_queue.put(runner.run(order))`, order
-  `{"id", "module", "function", "parameters_json": "<json text>"}` (a child
-  forked per execution, confined, its outcome's JSON bytes read from a pipe).
+- FORK, the current loop body: read the workspace files ahead, then
+  `result_queue.put(template.run(order, ...))`, order `{"id", "module",
+  "function", "parameters_json": "<json text>"}` (the template forks a
+  confined child per execution; its outcome's JSON bytes come back).
 
 `result_queue` is a multiprocessing queue this benchmark drains, as the pool
 drains the real one; the items are built before the clock starts (the
@@ -33,8 +34,10 @@ process ran in its blocks / the sum of those blocks' wall time (first process
 started -> last process done); its per-item latency is one loop body's time.
 Each outcome is checked (Success, result == x) after its block's clock stops.
 
-Then, untimed, PROFILE_ITEMS more items of each body with wrappers on the
-steps (in these benchmark processes only; src/ is not changed): for FORK the
+With `bench.load --profile`, then, untimed, PROFILE_ITEMS more items of each
+body with wrappers on the steps (in these benchmark processes only; src/ is
+not changed), FORK through the template's runner built in this process (it
+forks from this larger process, so its fork steps are upper bounds): the
 fork itself (parent side, and until the child runs), each of the child's
 setup steps, the workflow call and its parts, the encoding and the write,
 then the child's exit until the worker has reaped it; the timings of the
@@ -113,13 +116,11 @@ def loop_worker(env: dict[str, str], log_path: str, worker_id: str, warmup: int,
 def _start_up(worker_id: str) -> tuple[Any, Any]:
     """What `worker_main` and `run_worker_process` do before their loop."""
     from src.services.execution import simple_worker as worker
-    from src.services.execution.execution_process import become_subreaper
     from src.services.execution.virtual_import import (
         install_virtual_import_hook,
         read_workspace_from_cache_only,
     )
 
-    become_subreaper()
     read_workspace_from_cache_only()
     worker._configure_logging(worker_id)
     worker._scrub_environment()

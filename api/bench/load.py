@@ -18,40 +18,36 @@ All traffic goes to 127.0.0.1.
 What it measures:
 
 1. Execution round trip over HTTP with 2 workers, as the real pool runs them
-   (each execution in a child forked from its worker): the workspace module
-   `workflows/echo.py` (`def main(x): return x`), 20 warm-up executions, then
-   500 executions with 8 in flight at all times (8 threads, one httpx client
-   each): POST /api/executions, then GET /api/executions/{id} every 5 ms until
-   the status is final. Round trip = from the POST sent to the final status
-   seen. p50, p90, p99, max (ms), throughput over the whole batch, the count of
-   non-Success (target 0), where the time went (from the execution records'
-   timestamps in Redis: API accepted -> pool wrote the final status -> seen),
-   and the CPU each component used (the worker processes descend from the
-   pool's forkserver; their reaped execution processes are counted apart).
-2. The worker loop, side by side in the same run (bench/_loops.py): 2
-   worker-like processes at once (spawned; each starts up as a worker does:
-   packages dir, requirements from the cache, the virtual import hook, the
-   store forgotten, then `simple_worker._runner`, with the worker's Limits and
-   Landlock confinement), each running the same echo items through both loop
-   bodies, the result put on a multiprocessing queue this benchmark drains:
-   - the baseline is the previous in-process loop body (the long-lived loop),
-     re-run here as it was, the way the phase-4 spec's install function is the
-     baseline for install work: `result = execute_item(item, worker_id,
-     install)`, `json.dumps(result["result"])`, `result_queue.put(result)`;
-   - fork per execution is the current loop body: `result_queue.put(
-     runner.run(order))`, order `{"id", "module", "function",
-     "parameters_json"}`.
-   20 warm-up items of each, then 300 timed items of each per process, in
-   blocks of 25 in the order A B B A A B B A ..., both processes in the same
-   block at once (a barrier before each), so noise and drift fall on both
-   alike. Executions/s of a body = its items over both processes / the sum of
-   its blocks' wall times; per-item latency (p50/p90/p99/max) = one loop
-   body's time; the ratio fork / long-lived against the target of at least
-   60% (OK / FAIL; it does not change the exit code). When the target is not
-   met (or with --profile), where the time of a fork per execution goes: each
-   step of the worker's and the child's side, timed by wrappers in those
-   benchmark processes only, against the long-lived body's own steps and a
-   bare fork + exit + reap of the same worker (the floor of any fork).
+   (each execution in a child forked by its worker's execution template): the
+   workspace module `workflows/echo.py` (`def main(x): return x`), 20 warm-up
+   executions, then 500 executions with 8 in flight at all times (8 threads,
+   one httpx client each): POST /api/executions, then GET
+   /api/executions/{id} every 5 ms until the status is final. Round trip =
+   from the POST sent to the final status seen. p50, p90, p99, max (ms),
+   throughput over the whole batch, the count of non-Success (target 0), where
+   the time went (from the execution records' timestamps in Redis: API
+   accepted -> pool wrote the final status -> seen), and the CPU each
+   component used (the worker processes descend from the pool's forkserver;
+   their reaped execution processes are counted apart).
+1b. The same batch, side by side, against the baseline: the pools are
+   replaced by one whose workers run each execution in the worker itself, the
+   former in-process loop (bench/_inline_pool.py), re-run here the way the
+   phase-4 spec's install function is the baseline for install work; same API,
+   Redis and host, then the real pool comes back. Throughput and round trip
+   p50/p99 of each, and the ratio fork / in-process against the target of at
+   least 60% (OK / FAIL; it does not change the exit code).
+2. The worker loop alone, side by side in the same run (bench/_loops.py): 2
+   worker-like processes at once (spawned; each starts up as a worker does,
+   then starts its execution template), each running the same echo items
+   through the former loop body (`execute_item`, `json.dumps`,
+   `result_queue.put`) and the current one (the template forks a child per
+   execution); 20 warm-up items of each, then 300 timed items of each per
+   process, in blocks of 25 in the order A B B A ..., both processes in the
+   same block at once, so noise and drift fall on both alike. Executions/s
+   and per-item latency of each body, and their ratio: what a process per
+   execution costs by itself, with no HTTP and no pool around it. With
+   --profile, where that time goes, step by step, and a bare fork + exit +
+   reap (the floor of any fork).
 3. Floors, in the same run: a direct in-process call of the same function,
    one SET+GET against the same Redis from this process (the floor the ratio
    is taken against), and GET /health (one HTTP request to the same API).

@@ -1,21 +1,23 @@
-"""One fresh process per execution, forked from the worker that has its packages loaded.
+"""One fresh process per execution, forked from the execution template.
 
-The worker process is a template: it installed the requirements and put the
-import hook in place once; for each execution it forks a child, which runs
-the workflow function and dies. Nothing an execution does (a monkeypatch, a
-global, a thread, a stray subprocess) outlives it or reaches the next one.
+The template (`template.py`) holds the worker's `sys.path` and import hook and
+little else; for each execution it forks a child, which runs the workflow
+function and dies. Nothing an execution does (a monkeypatch, a global, a
+thread, a stray subprocess) outlives it or reaches the next one. The child for
+the next order is forked ahead of time and sets itself up while it waits.
 
 The child, before user code runs:
 - starts a session of its own (so its process group is its own), and dies
-  with the worker (`PR_SET_PDEATHSIG`);
+  with its parent (`PR_SET_PDEATHSIG`);
 - is confined where the kernel allows it (see `sandbox.py`);
-- swaps every inherited descriptor but stdio and its result pipe for
-  /dev/null, so user code cannot reach the worker's queues or connections;
-- gets an address-space limit (`BIFROST_EXECUTION_MEMORY_MB` above what the
-  worker maps);
-then encodes its outcome to JSON itself and writes the bytes to the pipe.
+- swaps every inherited descriptor but stdio and its two pipes for
+  /dev/null, so user code cannot reach anything its parent holds;
+- gets an address-space limit (`BIFROST_EXECUTION_MEMORY_MB` above what its
+  parent maps);
+then reads its order, encodes its outcome to JSON itself and writes the bytes
+to its result pipe.
 
-The worker reads the pipe with the execution's deadline and size limit, kills
+The parent reads the pipe with the execution's deadline and size limit, kills
 the whole process group on timeout, cancel or overflow, and reaps every
 process the execution left behind (as the child subreaper it inherits the
 orphans, including those that started sessions of their own).

@@ -10,10 +10,10 @@ Start-up order, as every worker process runs it:
    container and the whole stack;
 4. `install_virtual_import_hook()`: workspace modules import from the cache;
 5. the loop: take an item from `work_queue`, run it in a process of its own
-   forked from this one (`execution_process.py`: the worker stays the
-   template, nothing an execution does reaches the next), put the result's
-   bytes on `result_queue`; `None` ends it; SIGTERM lets the item in hand
-   finish; SIGUSR1 cancels it.
+   (forked by this worker's execution template, `template.py`, a small
+   interpreter with this worker's `sys.path`; nothing an execution does
+   reaches the next), put the result's bytes on `result_queue`; `None` ends
+   it; SIGTERM lets the item in hand finish; SIGUSR1 cancels it.
 
 This module is imported by every worker process, so it keeps to the standard
 library, redis and packaging: no web stack, no ORM.
@@ -45,7 +45,7 @@ from src.core.redis_client import get_redis
 from src.core.requirements import requirement_lines
 from src.core.requirements_cache import cached_hash, get_requirements_sync
 from src.core.settings import get_settings
-from src.services.execution.execution_process import Limits, _timeout_of, become_subreaper
+from src.services.execution.execution_process import Limits, _timeout_of
 from src.services.execution.protocol import (
     WHOLE_INSTALL,
     FailedPackage,
@@ -329,10 +329,9 @@ def _on_cancel(cancel: _CancelFlag) -> Any:
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
                 store_url: str | None = None, pool_pid: int | None = None) -> None:
     """What a pool starts in each worker process: `run_worker_process`, in a
-    process that reaps whatever its executions leave behind and whose /proc
-    entries other processes cannot read. The store's URL arrives as an
-    argument, not in the environment, so it is never in the environment block
-    the execution processes inherit."""
+    process whose /proc entries other processes cannot read. The store's URL
+    arrives as an argument, not in the environment, so it is never in the
+    environment block the execution processes inherit."""
     from src.core.hardening import harden_process
     from src.services.execution.virtual_import import read_workspace_from_cache_only
 
@@ -342,7 +341,6 @@ def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
     if store_url:
         os.environ["DATABASE_URL"] = store_url
         get_settings.cache_clear()
-    become_subreaper()
     read_workspace_from_cache_only()
     run_worker_process(work_queue, result_queue, worker_id)
 
