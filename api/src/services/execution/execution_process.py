@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
 from src.core.hardening import prctl
@@ -132,7 +131,6 @@ class ExecutionRunner:
         self.worker_id = worker_id
         self.install = install
         self.limits = limits
-        self.cancel_requested = False
         self._hunt_orphans = _is_subreaper()
         scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._scratch_root = scratch_root
@@ -144,10 +142,6 @@ class ExecutionRunner:
         self._last_child: int | None = None
         self._dying: set[int] = set()  # killed, not yet reaped
         _settle_memory()
-
-    def request_cancel(self, signum: int, frame: FrameType | None) -> None:
-        """SIGUSR1 from the pool: cancel the execution in hand."""
-        self.cancel_requested = True
 
     def close(self) -> None:
         self.clean_up(prepare=False)
@@ -164,17 +158,18 @@ class ExecutionRunner:
             self.confinement.close()
         shutil.rmtree(self._scratch_root, ignore_errors=True)
 
-    def run(self, order: WorkOrder, workspace: dict[str, Any] | None = None) -> WorkResult:
+    def run(self, order: WorkOrder, workspace: dict[str, Any] | None = None,
+            cancelled: Callable[[], bool] = lambda: False) -> WorkResult:
         """Run one order in a child; answers as soon as the child's outcome is
         in. What the child left behind is cleaned up by `clean_up`, which the
         worker calls after handing the answer on (or the next `run` does).
         `workspace`: the files the order's module loads, read ahead (see
-        `prefetch_workspace`); read here when not given."""
+        `prefetch_workspace`); read here when not given. `cancelled` is asked
+        every `POLL_SECONDS` while the order runs."""
         if self._last_child is not None or self._spare is None:
             self.clean_up()
         spare, self._spare = self._spare, None
         assert spare is not None
-        self.cancel_requested = False
         started = time.monotonic()
         timeout = _timeout_of(order, self.limits.timeout)
         self._last_child = spare.pid
@@ -182,7 +177,7 @@ class ExecutionRunner:
             if workspace is None:
                 workspace = prefetch_workspace(str(order.get("module", "")))
             _send_order(spare.order_fd, order, workspace)
-            payload = self._await(spare.pid, spare.result_fd, started, timeout)
+            payload = self._await(spare.pid, spare.result_fd, started, timeout, cancelled)
         finally:
             os.close(spare.result_fd)
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
@@ -233,7 +228,8 @@ class ExecutionRunner:
 
     # --- the worker's side -----------------------------------------------------
 
-    def _await(self, pid: int, read_fd: int, started: float, timeout: float) -> bytes:
+    def _await(self, pid: int, read_fd: int, started: float, timeout: float,
+               cancelled: Callable[[], bool]) -> bytes:
         """The child's outcome bytes, or a failure the worker writes itself."""
         deadline = started + timeout
         cap = self.limits.max_result_bytes + ENVELOPE_BYTES
@@ -246,7 +242,7 @@ class ExecutionRunner:
         try:
             eof = False
             while True:
-                if self.cancel_requested:
+                if cancelled():
                     return self._stop(pid, started, "Cancelled: the execution was cancelled",
                                       "Failed")
                 remaining = deadline - time.monotonic()

@@ -15,19 +15,19 @@ Between the two, a socket pair carries length-prefixed frames:
 - worker -> template, per execution: `{"order", "workspace"}` as JSON (the
   worker reads the workspace files ahead over its own Redis connection, so
   the execution imports without one);
+- worker -> template, while an execution runs: `{"cancel": id}` to kill it
+  (a frame, not a signal: a cancel can only ever reach the order it names);
 - template -> worker: the outcome's JSON bytes, as the execution encoded them.
-SIGUSR1 to the template cancels the execution in hand. The template dies
-with the worker (`PR_SET_PDEATHSIG`), and its executions die with it.
+The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
+die with it.
 
 Run as `python -m src.services.execution.template FD`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import select
 import signal
 import socket
@@ -35,6 +35,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +118,8 @@ class Template:
         payload: bytes | None
         try:
             send_frame(self.sock, json.dumps({"order": order, "workspace": workspace}).encode())
-            payload = self._answer(started + timeout + ANSWER_GRACE_SECONDS, cancelled)
+            payload = self._answer(str(order.get("id", "")),
+                                   started + timeout + ANSWER_GRACE_SECONDS, cancelled)
         except OSError:
             payload = None
         if payload is None:
@@ -127,14 +129,13 @@ class Template:
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
                           payload=payload)
 
-    def _answer(self, deadline: float, cancelled: Any) -> bytes | None:
+    def _answer(self, order_id: str, deadline: float, cancelled: Any) -> bytes | None:
         assert self.sock is not None and self.process is not None
         forwarded = False
         while True:
             if not forwarded and cancelled():
                 forwarded = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.process.pid, signal.SIGUSR1)
+                send_frame(self.sock, json.dumps({"cancel": order_id}).encode())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
@@ -213,7 +214,6 @@ def main(fd: int) -> None:
 
     runner = ExecutionRunner(setup["worker_id"], setup["install"], Limits(**setup["limits"]),
                              Path(setup["scratch_root"]), confine)
-    signal.signal(signal.SIGUSR1, runner.request_cancel)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the worker ends us, by closing the socket
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -232,8 +232,28 @@ def _serve(sock: socket.socket, runner: ExecutionRunner) -> None:
         if frame is None:
             return  # the worker closed its end: it is stopping
         message = json.loads(frame)
-        result = runner.run(message["order"], message["workspace"])
+        if "order" not in message:
+            continue  # a cancel that came after its execution had ended
+        order = message["order"]
+        result = runner.run(order, message["workspace"], _cancel_watch(sock, order["id"]))
         send_frame(sock, result["payload"])
+
+
+def _cancel_watch(sock: socket.socket, order_id: str) -> Callable[[], bool]:
+    """Whether the worker sent a cancel for this order (nothing else can
+    arrive while it runs: the worker sends the next order after the answer)."""
+    cancelled = False
+
+    def check() -> bool:
+        nonlocal cancelled
+        while not cancelled and select.select([sock], [], [], 0)[0]:
+            frame = recv_frame(sock)
+            if frame is None:
+                return True  # the worker is gone: nobody wants this outcome
+            cancelled = json.loads(frame).get("cancel") == order_id
+        return cancelled
+
+    return check
 
 
 if __name__ == "__main__":

@@ -263,12 +263,12 @@ def test_zombies_and_escaped_sessions_are_reaped(pool: Path, redis_client: redis
     pidfile = exchange_dir / "escaped.pid"
     assert _run(redis_client, "escape_session", pidfile=str(pidfile))["result"] == "escaped"
     escaped = int(pidfile.read_text())
-    wait_for(lambda: not _alive(escaped), 10, what="the escaped process to be killed")
+    wait_for(lambda: not _alive(escaped), 30, what="the escaped process to be killed")
     workers = [w["pid"] for w in _workers(redis_client) if w["pid"]]
     # under each worker, nothing but the one child it keeps ready for the next
     # execution: no zombie, nothing the executions left
     wait_for(lambda: all(len(kids := _children_of(pid)) <= 1 and all(_alive(k) for k in kids)
-                         for pid in workers), 10, what="no process left under any worker")
+                         for pid in workers), 30, what="no process left under any worker")
 
 
 def test_cancel_a_running_and_a_pending_execution(pool: Path, redis_client: redis.Redis) -> None:
