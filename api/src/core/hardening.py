@@ -66,6 +66,17 @@ def is_dumpable() -> bool:
     return prctl(PR_GET_DUMPABLE) != 0
 
 
+def drop_secrets_from_environment() -> None:
+    """Take the secrets out of this process's environment (and so out of every
+    process it starts), after the settings have read them: the process keeps
+    what it needs in its settings."""
+    from src.core.settings import get_settings
+
+    get_settings()
+    for name in SECRET_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` without the platform's secrets, for a child that needs none."""
     return {name: value for name, value in environ.items() if name not in SECRET_VARIABLES}

@@ -43,6 +43,7 @@ from typing import Any
 import redis
 
 from src.core import module_cache
+from src.core.hardening import drop_secrets_from_environment
 from src.core.redis_client import get_redis
 from src.core.requirements_cache import cached_hash
 from src.core.settings import Settings, get_settings
@@ -51,7 +52,7 @@ from src.services.execution.control import ControlListener
 from src.services.execution.protocol import InstallOutcome
 from src.services.execution.registry import PoolState, WorkerState, WorkerStatus
 from src.services.execution.results import decode_outcome
-from src.services.execution.simple_worker import SCRUBBED_VARIABLES, worker_main
+from src.services.execution.simple_worker import worker_main
 from src.services.installer.environments import Environments
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,9 @@ class ProcessPool:
         self.pool_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["src.services.execution.simple_worker"])
-        _keep_secrets_from_workers()
+        # Worker processes descend from a forkserver this process starts: no
+        # execution finds the secrets in the environment block it inherits.
+        drop_secrets_from_environment()
         self.results: Queue[Any] = self.context.Queue()
         self.workers: list[Worker] = []
         self.control = ControlListener(self.settings.redis_url)
@@ -618,15 +621,6 @@ def _summary(install: InstallOutcome) -> str:
     return (f"{len(install['installed'])} installed"
             + (f", failed: {failed}" if failed else "")
             + f" in {install['duration_ms']} ms")
-
-
-def _keep_secrets_from_workers() -> None:
-    """Worker processes descend from a forkserver this process starts: take the
-    secrets out of the environment it inherits (the settings keep them), so
-    no execution finds them in its environment block."""
-    get_settings()
-    for name in SCRUBBED_VARIABLES:
-        os.environ.pop(name, None)
 
 
 def _lock_forkserver_socket() -> None:

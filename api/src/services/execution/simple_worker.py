@@ -40,6 +40,7 @@ from typing import Any, Protocol
 # requirements cache and the install engine call through.
 import redis
 
+from src.core.hardening import drop_secrets_from_environment
 from src.core.hashing import sha256_hex
 from src.core.redis_client import get_redis
 from src.core.requirements import requirement_lines
@@ -177,22 +178,17 @@ def _add_packages_dir_to_path() -> Path:
     return packages_dir
 
 
-# Secrets user code has no business reading from os.environ (nor passing on to
-# the processes it starts). The settings keep what the worker itself needs.
-SCRUBBED_VARIABLES = ("BIFROST_ADMIN_TOKEN", "DATABASE_URL")
-
-
 def _scrub_environment() -> None:
-    get_settings()  # read them once, before they leave the environment (start-up needs them)
-    for name in SCRUBBED_VARIABLES:
-        os.environ.pop(name, None)
+    """Secrets user code has no business reading from os.environ (nor passing
+    on to the processes it starts); start-up reads them from the settings."""
+    drop_secrets_from_environment()
 
 
 def _forget_store() -> None:
-    """After start-up the worker needs the store no more: drop its URL and its
-    connections, so the executions forked from here inherit neither."""
+    """After start-up the worker needs the store no more: drop its URL (the
+    settings read again from an environment already without it) and its
+    connections."""
     get_settings.cache_clear()
-    os.environ.pop("DATABASE_URL", None)
     database = sys.modules.get("src.store.database")
     if database is not None:
         database.dispose_engines()
