@@ -19,8 +19,9 @@ from typing import Any
 from src.services.execution import simple_worker
 from src.services.execution.executor import execute_item
 from src.services.execution.process_pool import ProcessPool
-from src.services.execution.protocol import InstallOutcome, WorkItem
+from src.services.execution.protocol import WorkItem
 from src.services.execution.results import encode_outcome
+from src.services.installer.outcome import InstallOutcome
 
 
 def _inline_work_loop(work_queue: Any, result_queue: Any, worker_id: str, stop: Any,

@@ -62,7 +62,7 @@ def _install_function(function: str) -> Callable[[str], Any]:
 
         from bench._baseline import _install_requirements_from_cache_sync
     else:
-        from src.core.settings import get_settings
+        from src.foundation.settings import get_settings
         from src.services.execution.simple_worker import _install_requirements_from_cache_sync
 
         # A worker reads its settings before this call (to put the packages dir

@@ -743,7 +743,7 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str]) -> int:
     from bench.startup import host_load, source_state
-    from src.core.local_redis import LocalRedis
+    from src.foundation.local_redis import LocalRedis
 
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if inherited ignored

@@ -573,7 +573,7 @@ def host_load() -> str:
 
 def main(argv: list[str]) -> int:
     root = Path(tempfile.mkdtemp(prefix="bifrost-bench-startup-"))
-    from src.core.local_redis import LocalRedis
+    from src.foundation.local_redis import LocalRedis
 
     server = LocalRedis(root / "redis")
     try:

@@ -13,7 +13,7 @@ import redis
 
 from src.core.module_cache import warm_module_cache_sync
 from src.core.requirements_cache import warm_requirements_cache_sync
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 from src.store.database import StoreUnavailable, resolve_database_url
 from src.store.migrate import upgrade_to_head
 

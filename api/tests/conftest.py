@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from src.core.local_redis import LocalRedis
-from src.core.settings import get_settings
+from src.foundation.local_redis import LocalRedis
+from src.foundation.settings import get_settings
 
 
 @pytest.fixture(autouse=True)

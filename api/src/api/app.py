@@ -11,9 +11,9 @@ from fastapi import FastAPI
 
 from src.api.errors import install_exception_handlers
 from src.api.middleware import DEFAULT_MAX_BODY_BYTES, ApiAuthGate, BodySizeLimit, JsonBodies
-from src.core.admin_token import load_or_create_admin_token
-from src.core.settings import Settings, get_settings
-from src.routers import executions, files, packages, requirements, workers
+from src.api.routers import executions, files, packages, requirements, workers
+from src.foundation.admin_token import load_or_create_admin_token
+from src.foundation.settings import Settings, get_settings
 
 API_ROUTERS = (
     requirements.router,

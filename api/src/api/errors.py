@@ -19,8 +19,8 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.api.middleware import invalid_json_body_reason
-from src.core.requirements import InvalidRequirements
-from src.core.workspace_paths import InvalidPath
+from src.foundation.requirements import InvalidRequirements
+from src.foundation.workspace_paths import InvalidPath
 from src.services.installer.platform import PlatformConflict
 from src.store.database import StoreUnavailable
 from src.store.files import RequirementsConflict

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 
 from src.api.app import create_app
 from src.api.head_timeout import DEFAULT_HEAD_TIMEOUT_SECONDS, head_timeout_protocol
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 
 DEFAULT_HOST = "127.0.0.1"
 

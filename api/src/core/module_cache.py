@@ -20,8 +20,8 @@ from typing import TypedDict
 
 import redis
 
-from src.core.redis_client import get_redis
-from src.core.workspace_paths import validate_content, validate_path
+from src.foundation.redis_client import get_redis
+from src.foundation.workspace_paths import validate_content, validate_path
 
 logger = logging.getLogger(__name__)
 

@@ -26,9 +26,9 @@ from typing import TypedDict
 
 import redis
 
-from src.core.hashing import sha256_hex
-from src.core.redis_client import get_redis
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.redis_client import get_redis
+from src.foundation.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def save_requirements_sync(
     the store committed is logged, not raised: the store holds the truth and
     readers fall back to it.
     """
-    from src.core.requirements import validate_requirements
+    from src.foundation.requirements import validate_requirements
     from src.store.database import session_scope
     from src.store.files import compare_and_set_requirements
 
@@ -294,14 +294,14 @@ def update_requirements_sync(
 
 def add_package_sync(line: str) -> tuple[CachedRequirements, bool]:
     """Add or replace one package's line (a validated PEP 508 requirement)."""
-    from src.core.requirements import add_or_replace
+    from src.foundation.requirements import add_or_replace
 
     return update_requirements_sync(lambda c: add_or_replace(c, line), f"install {line}")
 
 
 def remove_package_sync(name: str) -> CachedRequirements:
     """Remove a package's line; KeyError when no line names it."""
-    from src.core.requirements import remove
+    from src.foundation.requirements import remove
 
     cached, _ = update_requirements_sync(lambda c: remove(c, name), f"remove {name}")
     return cached

@@ -16,14 +16,6 @@ from typing import TypedDict
 
 from packaging.utils import canonicalize_name
 
-from src.core.hashing import sha256_hex
-from src.core.requirements import (
-    InvalidRequirements,
-    LineError,
-    make_requirement,
-    requirement_lines,
-    validate_requirements,
-)
 from src.core.requirements_cache import (
     CachedRequirements,
     add_package_sync,
@@ -33,7 +25,15 @@ from src.core.requirements_cache import (
     save_requirements_sync,
     warm_requirements_cache_sync,
 )
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.requirements import (
+    InvalidRequirements,
+    LineError,
+    make_requirement,
+    requirement_lines,
+    validate_requirements,
+)
+from src.foundation.settings import get_settings
 from src.services.execution.control import publish_recycle
 from src.services.installer import metadata
 from src.services.installer.environments import Environments

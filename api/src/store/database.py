@@ -18,8 +18,8 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from src.core.hardening import PRIVATE_DIR_MODE, narrow_files
-from src.core.settings import Settings, get_settings
+from src.foundation.hardening import PRIVATE_DIR_MODE, narrow_files
+from src.foundation.settings import Settings, get_settings
 
 # psycopg 3 is the driver we ship; plain `postgresql://` would mean psycopg2.
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -11,7 +11,7 @@ from sqlalchemy import CursorResult, Result, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 from src.store.models import RequirementsChange, WorkspaceFile, utc_now
 
 REQUIREMENTS_PATH = "requirements.txt"

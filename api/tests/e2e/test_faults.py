@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from src.core.local_redis import LocalRedis
+from src.foundation.local_redis import LocalRedis
 from tests.support.stack import Stack
 from tests.support.wheels import build_sdist, build_wheel
 

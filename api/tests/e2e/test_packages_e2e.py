@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import redis
 
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 from tests.support.stack import Stack
 from tests.support.wheels import build_wheel
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from src.core.local_redis import free_port
+from src.foundation.local_redis import free_port
 from tests.support.waiting import wait_for
 
 API_DIR = Path(__file__).resolve().parents[2]
@@ -273,7 +273,7 @@ def test_up_restarts_a_worker_pool_that_dies_while_the_api_keeps_serving(
 def test_up_keeps_the_operators_token_out_of_its_children_and_off_disk(
     redis_client: object, redis_url: str, tmp_path: Path
 ) -> None:
-    from src.core.hardening import prctl
+    from src.foundation.hardening import prctl
     from src.services.execution.sandbox import drop_capabilities
 
     secret = "operator-token-" + os.urandom(8).hex()

@@ -18,8 +18,8 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from src.core.redis_client import close_clients
-from src.core.settings import get_settings
+from src.foundation.redis_client import close_clients
+from src.foundation.settings import get_settings
 from src.store.database import dispose_engines, get_engine, normalise_database_url
 from src.store.migrate import upgrade_to_head
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import httpx
 import redis
 
-from src.core.local_redis import free_port
+from src.foundation.local_redis import free_port
 from src.services.execution.control import CONTROL_CHANNEL
 from tests.support.waiting import wait_for
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from src.core.redis_client import get_redis
-from src.core.settings import get_settings
+from src.foundation.redis_client import get_redis
+from src.foundation.settings import get_settings
 
 logger = logging.getLogger(__name__)
 

@@ -44,11 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from src.core.hardening import prctl
+from src.foundation.hardening import prctl
 from src.services.execution.executor import describe_exception, execute_item
-from src.services.execution.protocol import InstallOutcome, WorkItem, WorkOrder, WorkResult
+from src.services.execution.protocol import WorkItem, WorkOrder, WorkResult
 from src.services.execution.results import encode_outcome, failure
 from src.services.execution.virtual_import import prefetch_workspace, seed_workspace
+from src.services.installer.outcome import InstallOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from typing import Any, NotRequired, TypedDict
 
 import redis
 
-from src.core.redis_client import get_redis
-from src.core.settings import get_settings
+from src.foundation.redis_client import get_redis
+from src.foundation.settings import get_settings
 from src.services.execution.protocol import ExecutionStatus, WorkOrder
 
 STREAM_KEY = "bifrost:executions"

@@ -15,13 +15,9 @@ from typing import Any, TypedDict
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from src.services.execution.protocol import (
-    WHOLE_INSTALL,
-    ExecutionStatus,
-    InstallOutcome,
-    WorkItem,
-)
+from src.services.execution.protocol import ExecutionStatus, WorkItem
 from src.services.execution.virtual_import import reset_workspace_modules
+from src.services.installer.outcome import WHOLE_INSTALL, InstallOutcome
 
 
 class ItemOutcome(TypedDict):

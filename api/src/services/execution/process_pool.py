@@ -43,17 +43,17 @@ from typing import Any
 import redis
 
 from src.core import module_cache
-from src.core.hardening import drop_secrets_from_environment
-from src.core.redis_client import get_redis
 from src.core.requirements_cache import cached_hash
-from src.core.settings import Settings, get_settings
+from src.foundation.hardening import drop_secrets_from_environment
+from src.foundation.redis_client import get_redis
+from src.foundation.settings import Settings, get_settings
 from src.services.execution import executions, registry
 from src.services.execution.control import ControlListener
-from src.services.execution.protocol import InstallOutcome
 from src.services.execution.registry import PoolState, WorkerState, WorkerStatus
 from src.services.execution.results import decode_outcome
 from src.services.execution.simple_worker import worker_main
 from src.services.installer.environments import Environments
+from src.services.installer.outcome import InstallOutcome
 
 logger = logging.getLogger(__name__)
 

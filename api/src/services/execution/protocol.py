@@ -10,27 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, NotRequired, TypedDict
 
+from src.services.installer.outcome import InstallOutcome
+
 ExecutionStatus = Literal["Pending", "Running", "Success", "Failed", "Timeout"]
-
-
-# The `package` of a failure that is not one line's: nothing could be installed.
-WHOLE_INSTALL = "requirements.txt"
-
-
-class FailedPackage(TypedDict):
-    package: str
-    error: str
-
-
-class InstallOutcome(TypedDict):
-    """What one worker's start-up install did (shown by GET /api/workers)."""
-
-    ok: bool
-    skipped: bool
-    installed: list[str]
-    failed: list[FailedPackage]
-    duration_ms: int
-    requirements_hash: str | None
 
 
 class WorkItem(TypedDict):

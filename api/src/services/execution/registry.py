@@ -15,8 +15,8 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 import redis
 
-from src.core.redis_client import get_redis
-from src.services.execution.protocol import InstallOutcome
+from src.foundation.redis_client import get_redis
+from src.services.installer.outcome import InstallOutcome
 
 POOLS_KEY = "bifrost:pools"
 POOL_PREFIX = "bifrost:pool:"

@@ -20,7 +20,7 @@ What it guarantees, once `Confinement.apply()` returned True in a process
   abstract UNIX socket they listen on;
 - every capability is dropped and no_new_privs is set, so a root uid is just
   a uid: no raw I/O, module loading, mounts, DAC override, ptrace override or
-  setuid programs, and a dumpable-off process (see `src/core/hardening.py`)
+  setuid programs, and a dumpable-off process (see `src/foundation/hardening.py`)
   cannot be inspected even where Landlock is missing.
 
 What it does not do:
@@ -66,7 +66,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.core.hardening import prctl
+from src.foundation.hardening import prctl
 
 logger = logging.getLogger(__name__)
 

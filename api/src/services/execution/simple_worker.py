@@ -40,23 +40,18 @@ from typing import Any, Protocol
 # requirements cache and the install engine call through.
 import redis
 
-from src.core.hardening import drop_secrets_from_environment
-from src.core.hashing import sha256_hex
-from src.core.redis_client import get_redis
-from src.core.requirements import requirement_lines
 from src.core.requirements_cache import cached_hash, get_requirements_sync
-from src.core.settings import get_settings
+from src.foundation.hardening import drop_secrets_from_environment
+from src.foundation.hashing import sha256_hex
+from src.foundation.redis_client import get_redis
+from src.foundation.requirements import requirement_lines
+from src.foundation.settings import get_settings
 from src.services.execution.execution_process import Limits, _timeout_of
-from src.services.execution.protocol import (
-    WHOLE_INSTALL,
-    FailedPackage,
-    InstallOutcome,
-    WorkerInstalling,
-    WorkerReady,
-)
+from src.services.execution.protocol import WorkerInstalling, WorkerReady
 from src.services.execution.template import Template, template_setup
 from src.services.execution.virtual_import import prefetch_workspace
 from src.services.installer.engine import InstallStopped, ensure_environment, install_outcome
+from src.services.installer.outcome import WHOLE_INSTALL, FailedPackage, InstallOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +323,7 @@ def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
     process whose /proc entries other processes cannot read. The store's URL
     arrives as an argument, not in the environment, so it is never in the
     environment block the execution processes inherit."""
-    from src.core.hardening import harden_process
+    from src.foundation.hardening import harden_process
     from src.services.execution.virtual_import import read_workspace_from_cache_only
 
     global _POOL_PID

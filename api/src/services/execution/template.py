@@ -39,7 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from src.core.hardening import harden_process
+from src.foundation.hardening import harden_process
 from src.services.execution.execution_process import (
     _PR_SET_PDEATHSIG,
     ExecutionRunner,
@@ -47,8 +47,9 @@ from src.services.execution.execution_process import (
     _prctl,
     become_subreaper,
 )
-from src.services.execution.protocol import InstallOutcome, WorkOrder, WorkResult
+from src.services.execution.protocol import WorkOrder, WorkResult
 from src.services.execution.results import failure
+from src.services.installer.outcome import InstallOutcome
 
 logger = logging.getLogger(__name__)
 

@@ -42,9 +42,8 @@ from filelock import Timeout as LockTimeout
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from src.core.requirements import requirement_lines
-from src.core.settings import Settings, get_settings
-from src.services.execution.protocol import WHOLE_INSTALL, FailedPackage, InstallOutcome
+from src.foundation.requirements import requirement_lines
+from src.foundation.settings import Settings, get_settings
 from src.services.installer import commands, fleet_cache
 from src.services.installer.environments import (
     IN_USE_FILE,
@@ -56,6 +55,7 @@ from src.services.installer.environments import (
 )
 from src.services.installer.integrity import first_damage, record_samples
 from src.services.installer.metadata import Found, Unreadable, scan
+from src.services.installer.outcome import WHOLE_INSTALL, FailedPackage, InstallOutcome
 from src.services.installer.platform import constraints_file
 from src.services.installer.runner import (
     STOP_POLL_SECONDS,

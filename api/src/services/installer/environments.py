@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from src.services.execution.protocol import FailedPackage
+from src.services.installer.outcome import FailedPackage
 
 RECORD_FILE = ".bifrost-env.json"
 IN_USE_FILE = ".bifrost-in-use"

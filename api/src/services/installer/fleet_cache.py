@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from src.core.settings import Settings, get_settings
+from src.foundation.settings import Settings, get_settings
 from src.services.installer.metadata import LenientDistribution
 
 if TYPE_CHECKING:

@@ -196,3 +196,29 @@ def examine(dist: importlib.metadata.Distribution) -> Found | Unreadable:
 def _unreadable(location: Path, reason: str) -> Unreadable:
     name, version = distribution_label(location)
     return Unreadable(name, version, location, reason)
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The distributions on some paths: one per canonical name (the first
+    importlib finds, which `importlib.metadata.version()` would answer with),
+    and apart, those whose metadata cannot be read."""
+
+    found: dict[str, Found]  # canonical name -> the distribution
+    unreadable: list[Unreadable]
+
+    def pins(self) -> list[str]:
+        """`name==version` of each readable distribution, sorted by name."""
+        return sorted((f"{d.name}=={d.version}" for d in self.found.values()), key=str.lower)
+
+
+def list_distributions(paths: Sequence[str | Path]) -> Listing:
+    """Every distribution on `paths`, read leniently: the one place that lists them."""
+    found: dict[str, Found] = {}
+    unreadable: list[Unreadable] = []
+    for entry in scan(paths):
+        if isinstance(entry, Found):
+            found.setdefault(canonicalize_name(entry.name), entry)
+        else:
+            unreadable.append(entry)
+    return Listing(found, unreadable)

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 from src.services.installer.metadata import Found, scan
 from src.services.installer.satisfaction import platform_paths
 

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from src.api.app import create_app
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 from src.services.execution.control import CONTROL_CHANNEL
 from tests.support.api_server import running_api
 

@@ -18,9 +18,9 @@ from typing import Any, cast
 import pytest
 import redis
 
-from src.core.redis_client import close_clients
 from src.core.requirements_cache import REQUIREMENTS_KEY
-from src.core.settings import get_settings
+from src.foundation.redis_client import close_clients
+from src.foundation.settings import get_settings
 from src.services.execution.executions import STREAM_KEY
 from src.store.database import dispose_engines, session_scope
 from src.store.files import list_files

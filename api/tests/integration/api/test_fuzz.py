@@ -41,7 +41,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 
 from .conftest import Api
 from .served import ApiState, migrated_sqlite, module_server, read_state, use_backends

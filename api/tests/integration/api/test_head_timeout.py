@@ -65,7 +65,7 @@ def h11_server(bound: float) -> uvicorn.Server:
 
 @pytest.fixture(params=["make_server", "h11"])
 def port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
-    from src.core.settings import get_settings
+    from src.foundation.settings import get_settings
 
     monkeypatch.setenv("BIFROST_ADMIN_TOKEN", TOKEN)
     get_settings.cache_clear()

@@ -26,10 +26,10 @@ import pytest
 import redis
 from sqlalchemy import func, inspect, select, text
 
-from src.core.hashing import sha256_hex
-from src.core.redis_client import close_clients
 from src.core.requirements_cache import REQUIREMENTS_KEY, read_store_requirements
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.redis_client import close_clients
+from src.foundation.settings import get_settings
 from src.services.execution.executions import STREAM_KEY
 from src.store.database import dispose_engines, get_engine, session_scope
 from src.store.files import list_files

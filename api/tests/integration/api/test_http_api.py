@@ -17,11 +17,11 @@ from typing import Any, cast
 import pytest
 import redis
 
-from src.core.hashing import sha256_hex
-from src.core.local_redis import free_port
-from src.core.redis_client import close_clients
 from src.core.requirements_cache import REQUIREMENTS_KEY, read_store_requirements
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.local_redis import free_port
+from src.foundation.redis_client import close_clients
+from src.foundation.settings import get_settings
 from src.services.execution import registry
 from src.services.execution.executions import STREAM_KEY, update_execution
 from src.store.database import dispose_engines

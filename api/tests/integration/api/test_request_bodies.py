@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from src.api.json_body import MAX_DEPTH
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 
 from .conftest import Api
 from .served import ApiState, migrated_sqlite, module_server, read_state, use_backends

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 from src.services.execution import registry
 
 from .conftest import Api

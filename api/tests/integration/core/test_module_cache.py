@@ -6,10 +6,10 @@ import pytest
 import redis
 
 from src.core import module_cache as mc
-from src.core.local_redis import LocalRedis
-from src.core.redis_client import close_clients
-from src.core.settings import get_settings
-from src.core.workspace_paths import InvalidPath
+from src.foundation.local_redis import LocalRedis
+from src.foundation.redis_client import close_clients
+from src.foundation.settings import get_settings
+from src.foundation.workspace_paths import InvalidPath
 
 HELLO = "def main():\n    return 'hello'\n"
 

@@ -10,11 +10,11 @@ import pytest
 import redis
 
 from src.core import requirements_cache as rc
-from src.core.hashing import sha256_hex
-from src.core.local_redis import LocalRedis
-from src.core.redis_client import close_clients
-from src.core.requirements import InvalidRequirements
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.local_redis import LocalRedis
+from src.foundation.redis_client import close_clients
+from src.foundation.requirements import InvalidRequirements
+from src.foundation.settings import get_settings
 from src.store.database import dispose_engines, session_scope
 from src.store.files import RequirementsConflict
 from src.store.models import RequirementsChange

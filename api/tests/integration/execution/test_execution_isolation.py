@@ -310,7 +310,7 @@ def test_user_code_cannot_kill_its_worker(pool: Path, redis_client: redis.Redis)
 def test_the_queue_refuses_rather_than_drops(
     sqlite_system: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from src.core.settings import get_settings
+    from src.foundation.settings import get_settings
 
     monkeypatch.setenv("BIFROST_MAX_QUEUED_EXECUTIONS", "5")
     get_settings.cache_clear()

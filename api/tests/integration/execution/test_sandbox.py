@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from src.core.hardening import prctl
+from src.foundation.hardening import prctl
 from src.services.execution.sandbox import Confinement, drop_capabilities, landlock_abi
 
 ABI = landlock_abi()
@@ -352,7 +352,7 @@ def test_a_hardened_process_is_out_of_reach_without_landlock() -> None:
     """`harden_process()` alone (dumpable off) keeps a capability-less process
     of the same uid out of /proc/<pid>/environ: the second line of defence
     where Landlock is missing."""
-    script = ("import sys, time; from src.core.hardening import harden_process\n"
+    script = ("import sys, time; from src.foundation.hardening import harden_process\n"
               "if sys.argv[1] == 'hardened': harden_process()\n"
               "print('ready', flush=True); time.sleep(120)\n")
 

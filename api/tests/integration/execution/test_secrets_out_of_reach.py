@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from src.core import module_cache
-from src.core.local_redis import LocalRedis
+from src.foundation.local_redis import LocalRedis
 from src.services.execution import executions, registry
 from src.services.execution.sandbox import landlock_abi
 from tests.support.pools import running_pool
@@ -63,7 +63,7 @@ def main(secrets, data_dir, files):
             return target.read_bytes().decode("latin-1")
         tried[path] = _try(found, f"data dir {path}", read)
     def settings():
-        from src.core.settings import get_settings
+        from src.foundation.settings import get_settings
         return get_settings().model_dump_json()
     tried["settings"] = _try(found, "settings object", settings)
     def every_object():

@@ -9,14 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from src.core.hashing import sha256_hex as content_hash
 from src.core.requirements_cache import REQUIREMENTS_KEY
+from src.foundation.hashing import sha256_hex as content_hash
 from tests.support.wheels import build_wheel
 
 API_DIR = Path(__file__).resolve().parents[3]
@@ -155,9 +155,9 @@ def test_with_redis_down_the_worker_installs_from_the_store(
     system: str, redis_server, wheelhouse: Path, isolated_settings: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from src.core.redis_client import close_clients
     from src.core.requirements_cache import save_requirements_sync
-    from src.core.settings import get_settings
+    from src.foundation.redis_client import close_clients
+    from src.foundation.settings import get_settings
 
     monkeypatch.setenv("REDIS_URL", redis_server.url)
     get_settings.cache_clear()

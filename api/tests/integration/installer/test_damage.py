@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from src.core.hashing import sha256_hex
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.settings import get_settings
 from src.services.installer import engine, fleet_cache
 from src.services.installer.engine import ensure_environment
 from tests.support.wheels import (

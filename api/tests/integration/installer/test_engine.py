@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from src.core.hashing import sha256_hex
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.settings import get_settings
 from src.services.installer import environments
 from src.services.installer.engine import ensure_environment
 from src.services.installer.environments import Environments

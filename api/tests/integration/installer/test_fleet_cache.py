@@ -21,8 +21,8 @@ from alembic import command
 from sqlalchemy import inspect, text
 from wheel.wheelfile import WheelFile
 
-from src.core.hashing import sha256_hex
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.settings import get_settings
 from src.services.installer import fleet_cache
 from src.services.installer.engine import ensure_environment
 from src.store.database import connection_scope, get_engine

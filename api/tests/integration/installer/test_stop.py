@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from src.core.hashing import sha256_hex
-from src.core.settings import get_settings
+from src.foundation.hashing import sha256_hex
+from src.foundation.settings import get_settings
 from src.services.installer.engine import InstallStopped, ensure_environment
 from src.services.installer.environments import Environments
 from tests.integration.installer.processes import (

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 from src.store.database import (
     StoreUnavailable,
     get_engine,

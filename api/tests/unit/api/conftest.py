@@ -25,7 +25,7 @@ TOKEN = "unit-test-token"
 
 @pytest.fixture
 def app(monkeypatch: pytest.MonkeyPatch) -> FastAPI:
-    from src.core.settings import get_settings
+    from src.foundation.settings import get_settings
 
     monkeypatch.setenv("BIFROST_ADMIN_TOKEN", TOKEN)
     get_settings.cache_clear()

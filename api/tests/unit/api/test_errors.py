@@ -8,7 +8,7 @@ from typing import NoReturn
 import pytest
 from fastapi.testclient import TestClient
 
-from src.routers import requirements as requirements_router
+from src.api.routers import requirements as requirements_router
 from src.services import packages
 from src.store.database import StoreUnavailable
 from src.store.files import RequirementsConflict

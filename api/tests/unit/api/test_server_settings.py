@@ -6,7 +6,7 @@ import pytest
 
 from src.api.head_timeout import DEFAULT_HEAD_TIMEOUT_SECONDS
 from src.api.server import make_server
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 
 
 def test_the_default_is_ten_seconds() -> None:

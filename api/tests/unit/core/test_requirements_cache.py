@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from src.core import requirements_cache as rc
-from src.core.hashing import sha256_hex
+from src.foundation.hashing import sha256_hex
 
 CONTENT = "alpha==1.0\n"
 CACHED = {"content": CONTENT, "hash": sha256_hex(CONTENT)}

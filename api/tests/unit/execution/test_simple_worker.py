@@ -1,8 +1,9 @@
 """Unit tests for simple_worker requirements installation."""
 
 import json
+from unittest.mock import MagicMock, call, patch
+
 import pytest
-from unittest.mock import MagicMock, patch, call
 
 from src.services.execution.simple_worker import _install_requirements_from_cache_sync
 
@@ -74,8 +75,8 @@ from pathlib import Path
 import redis
 
 from src.services.execution import simple_worker
-from src.services.execution.simple_worker import run_worker_process
 from src.services.execution.results import decode_outcome
+from src.services.execution.simple_worker import run_worker_process
 
 W = "w-unit"
 

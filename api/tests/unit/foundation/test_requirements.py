@@ -1,4 +1,4 @@
-"""Unit tests for src.core.requirements: validation, install requests, editing."""
+"""Unit tests for src.foundation.requirements: validation, install requests, editing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pickle
 import pytest
 from packaging.requirements import Requirement
 
-from src.core.requirements import (
+from src.foundation.requirements import (
     MAX_LINE_LENGTH,
     MAX_REQUIREMENT_LINES,
     InvalidRequirements,

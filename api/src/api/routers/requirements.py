@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import Field
 
 from src.api.auth import admin_only
-from src.routers.models import RequirementsOut, StrictRequest
+from src.api.routers.models import RequirementsOut, StrictRequest
 from src.services import packages
 
 router = APIRouter(prefix="/api/requirements", tags=["requirements"], dependencies=admin_only)

@@ -70,7 +70,7 @@ def drop_secrets_from_environment() -> None:
     """Take the secrets out of this process's environment (and so out of every
     process it starts), after the settings have read them: the process keeps
     what it needs in its settings."""
-    from src.core.settings import get_settings
+    from src.foundation.settings import get_settings
 
     get_settings()
     for name in SECRET_VARIABLES:

@@ -22,7 +22,7 @@ import stat
 from collections.abc import MutableMapping
 from pathlib import Path
 
-from src.core.settings import Settings, get_settings
+from src.foundation.settings import Settings, get_settings
 
 ADMIN_TOKEN_FILE = "admin-token"
 ADMIN_TOKEN_VARIABLE = "BIFROST_ADMIN_TOKEN"

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel
 
 from src.api.auth import admin_only
-from src.routers.models import RequirementsOut, StrictRequest
+from src.api.routers.models import RequirementsOut, StrictRequest
 from src.services import packages
 
 router = APIRouter(prefix="/api/packages", tags=["packages"], dependencies=admin_only)

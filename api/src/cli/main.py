@@ -7,11 +7,11 @@
 
 Each command imports only what it runs: `worker` never loads the web stack.
 
-`up`, `api` and `worker` harden their process first (`src/core/hardening.py`):
+`up`, `api` and `worker` harden their process first (`src/foundation/hardening.py`):
 processes that run user code cannot read their /proc entries or memory.
 `up` keeps the admin token out of every child's environment and argv (the API
 gets the operator's token through an inherited pipe), and restarts the API or
-the worker pool when one of them dies (`src/core/supervisor.py`).
+the worker pool when one of them dies (`src/cli/supervisor.py`).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from src.core.hardening import harden_process, private_directory
-from src.core.settings import get_settings
+from src.foundation.hardening import harden_process, private_directory
+from src.foundation.settings import get_settings
 
 if TYPE_CHECKING:
-    from src.core.supervisor import Supervisor
+    from src.cli.supervisor import Supervisor
 
 logger = logging.getLogger("bifrost")
 
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         return init_main()
     if args.command == "api":
         from src.api.server import serve
-        from src.core.admin_token import receive_admin_token
+        from src.foundation.admin_token import receive_admin_token
 
         harden_process()
         receive_admin_token()  # from `bifrost up`, when the operator set the token
         serve(get_settings().host, get_settings().port)
         return 0
     if args.command == "worker":
-        from src.core.admin_token import ADMIN_TOKEN_VARIABLE
+        from src.foundation.admin_token import ADMIN_TOKEN_VARIABLE
         from src.services.execution.process_pool import run_pool
 
         harden_process()
@@ -88,14 +88,14 @@ def _configure_logging() -> None:
 
 def up() -> int:
     """The one-machine default: everything in the foreground until a signal."""
-    from src.core.admin_token import (
+    from src.cli.supervisor import Child, Supervisor
+    from src.foundation.admin_token import (
         ADMIN_TOKEN_VARIABLE,
         admin_token_path,
         configured_admin_token,
         load_or_create_admin_token,
     )
-    from src.core.local_redis import LocalRedis, free_port, redis_answers
-    from src.core.supervisor import Child, Supervisor
+    from src.foundation.local_redis import LocalRedis, free_port, redis_answers
 
     started = time.monotonic()
     harden_process()
@@ -160,7 +160,7 @@ def up() -> int:
 def _child(command: str, token: str | None = None) -> subprocess.Popen[bytes]:
     """`bifrost <command>` as a child of `up`; `token` reaches it through an
     inherited pipe (never argv, which /proc/<pid>/cmdline shows to anyone)."""
-    from src.core.admin_token import ADMIN_TOKEN_FD_VARIABLE, ADMIN_TOKEN_VARIABLE, token_pipe
+    from src.foundation.admin_token import ADMIN_TOKEN_FD_VARIABLE, ADMIN_TOKEN_VARIABLE, token_pipe
 
     env = {k: v for k, v in os.environ.items()
            if k not in (ADMIN_TOKEN_VARIABLE, ADMIN_TOKEN_FD_VARIABLE)}

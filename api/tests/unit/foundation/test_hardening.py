@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from src.core.hardening import is_dumpable, private_directory, private_file, without_secrets
-from src.core.local_redis import LocalRedis
+from src.foundation.hardening import is_dumpable, private_directory, private_file, without_secrets
+from src.foundation.local_redis import LocalRedis
 from src.store.database import dispose_engines, session_scope
 
 
@@ -109,7 +109,7 @@ def test_the_private_redis_dir_is_0700_and_the_server_gets_no_secrets(
 def test_a_hardened_process_is_not_dumpable() -> None:
     api_dir = Path(__file__).resolve().parents[3]
     done = subprocess.run(
-        [sys.executable, "-c", "from src.core.hardening import harden_process, is_dumpable\n"
+        [sys.executable, "-c", "from src.foundation.hardening import harden_process, is_dumpable\n"
          "print(is_dumpable(), harden_process(), is_dumpable())"],
         cwd=api_dir, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(api_dir)},

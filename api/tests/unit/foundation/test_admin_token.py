@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from src.api.app import create_app
-from src.core import admin_token
-from src.core.admin_token import (
+from src.foundation import admin_token
+from src.foundation.admin_token import (
     ADMIN_TOKEN_FD_VARIABLE,
     admin_token_path,
     configured_admin_token,
@@ -19,7 +19,7 @@ from src.core.admin_token import (
     receive_admin_token,
     token_pipe,
 )
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 
 
 def mode(path: Path) -> int:

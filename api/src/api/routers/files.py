@@ -11,7 +11,12 @@ from starlette.concurrency import run_in_threadpool
 
 from src.api.auth import admin_only
 from src.core import module_cache
-from src.core.workspace_paths import MAX_FILE_BYTES, InvalidPath, validate_content, validate_path
+from src.foundation.workspace_paths import (
+    MAX_FILE_BYTES,
+    InvalidPath,
+    validate_content,
+    validate_path,
+)
 
 PREFIX = "/api/files"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from src.core.supervisor import Child, Supervisor
+from src.cli.supervisor import Child, Supervisor
 from tests.support.waiting import wait_for
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import redis
 
-from src.core.hardening import private_directory, without_secrets
+from src.foundation.hardening import private_directory, without_secrets
 
 
 def free_port() -> int:

@@ -13,7 +13,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from src.core.settings import get_settings
+from src.foundation.settings import get_settings
 
 _lock = threading.Lock()
 _clients: dict[str, redis.Redis] = {}

@@ -8,8 +8,8 @@ from fastapi import APIRouter, HTTPException, status
 from pydantic import BaseModel, Field, field_validator
 
 from src.api.auth import admin_only
-from src.core.settings import get_settings
-from src.routers.models import StrictRequest
+from src.api.routers.models import StrictRequest
+from src.foundation.settings import get_settings
 from src.services.execution.executions import (
     ExecutionFinished,
     ExecutionNotFound,

@@ -1,0 +1,1 @@
+"""The bottom layer: settings, hashing, the Redis client and what every layer above shares."""
