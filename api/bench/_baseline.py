@@ -1,13 +1,13 @@
-# ruff: noqa  # the seed's code, verbatim: its style is not ours to change
-"""BASELINE: the seed's `_install_requirements_from_cache_sync`, as the phase-4
-spec gives it (Task 4.1), copied verbatim.
+# ruff: noqa  # the worker start-up spec's code, verbatim: its style is not ours to change
+"""BASELINE: `_install_requirements_from_cache_sync` as the worker start-up spec
+(shared/spec/phase-4-worker-startup.md, Task 4.1) gives it, copied verbatim.
 
 The only change: on cold runs (BENCH_BASELINE_TARGET set) the pip command
 line gets `--target <BIFROST_PACKAGES_DIR>`, so the baseline installs into a
-packages dir of its own instead of the project's venv. Warm runs are the seed
-to the letter, with that dir on PYTHONPATH: pip finds everything installed and
+packages dir of its own instead of the project's venv. Warm runs are the spec's
+function to the letter, with that dir on PYTHONPATH: pip finds everything installed and
 does nothing, as it would in the interpreter's site-packages.
-Everything else, including `--quiet`, is the seed's.
+Everything else, including `--quiet`, is the spec's.
 """
 
 import logging
@@ -70,7 +70,7 @@ def _install_requirements_from_cache_sync(worker_id: str) -> None:
 
                 result = subprocess.run(
                     # BENCHMARK CHANGE (the only one): `--target` on cold runs, so
-                    # the seed installs into its own packages dir, not our venv.
+                    # the baseline installs into its own packages dir, not our venv.
                     [sys.executable, "-m", "pip", "install", "-r", temp_path, "--quiet"]
                     + (["--target", os.environ["BIFROST_PACKAGES_DIR"]]
                        if os.environ.get("BENCH_BASELINE_TARGET") else []),

@@ -385,15 +385,15 @@ def _instrument(bodies: Bodies, shared: Shared) -> None:
     import redis.connection
 
     from src.core import module_cache
-    from src.services.execution import execution_process, executor
+    from src.services.execution import execution_child, executor
 
     runner = bodies.runner
     os.register_at_fork(before=lambda: shared.stamp("t_fork"),
                         after_in_child=lambda: shared.stamp("t_child"),
                         after_in_parent=lambda: shared.stamp("t_parent"))
-    _wrap(execution_process.os, "pipe", step="mkdtemp", shared=shared)
-    _wrap(execution_process.os, "setsid", step="setsid", shared=shared)
-    _wrap(execution_process, "_prctl", step="pdeathsig", shared=shared,
+    _wrap(execution_child.os, "pipe", step="mkdtemp", shared=shared)
+    _wrap(execution_child.os, "setsid", step="setsid", shared=shared)
+    _wrap(execution_child, "die_with_parent", step="pdeathsig", shared=shared,
           action=lambda: shared.stamp("t_pdeath_end"))
     if runner.confinement is not None:
         confinement = runner.confinement
@@ -408,22 +408,22 @@ def _instrument(bodies: Bodies, shared: Shared) -> None:
                 shared.add("confine", time.perf_counter() - before)
 
         confinement.apply = timed_apply
-    _wrap(execution_process, "_replace_inherited_descriptors", step="fds", shared=shared)
-    _wrap(execution_process, "_limit_memory", step="rlimit", shared=shared)
-    _wrap(execution_process, "_work_item", step="work_item", shared=shared)
-    _wrap(execution_process, "execute_item", step="execute", shared=shared)
+    _wrap(execution_child, "replace_inherited_descriptors", step="fds", shared=shared)
+    _wrap(execution_child, "limit_memory", step="rlimit", shared=shared)
+    _wrap(execution_child, "work_item", step="work_item", shared=shared)
+    _wrap(execution_child, "execute_item", step="execute", shared=shared)
     _wrap(executor, "execute_item", step="ll_execute", shared=shared)
     _wrap(executor, "reset_workspace_modules", step="reset", shared=shared)
     _wrap(redis.connection.AbstractConnection, "connect", step="connect", shared=shared)
     _wrap(module_cache, "index_sync", step="index", shared=shared)
     _wrap(module_cache, "read_file_sync", step="read", shared=shared)
-    _wrap(execution_process, "encode_outcome", step="encode", shared=shared)
+    _wrap(execution_child, "encode_outcome", step="encode", shared=shared)
 
     def written() -> None:
         shared.stamp("t_written")
         shared.values[_SLOT["minflt"]] = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
-    _wrap(execution_process, "_write_all", step="write", shared=shared, action=written)
+    _wrap(execution_child, "write_all", step="write", shared=shared, action=written)
     # The worker's side: instance attributes shadow the methods.
     _wrap(runner, "_await", action=lambda: shared.stamp("t_await_end"))
     _wrap(runner, "clean_up", step="end_group", shared=shared)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,7 +53,7 @@ def _log_to(path: str) -> _WarningCounter:
 def _install_function(function: str) -> Callable[[str], Any]:
     """Import everything the function needs before the barrier (not timed)."""
     if function == "baseline":
-        # The seed imported these at module level too (its tests patch
+        # The spec's function imported these at module level too (its tests patch
         # `simple_worker.redis`); the function's own imports then cost nothing.
         import json  # noqa: F401
         import subprocess  # noqa: F401
@@ -66,7 +67,7 @@ def _install_function(function: str) -> Callable[[str], Any]:
         from src.services.execution.simple_worker import _install_requirements_from_cache_sync
 
         # A worker reads its settings before this call (to put the packages dir
-        # on sys.path), as the seed's read os.environ: start-up, not install work.
+        # on sys.path), as the spec's function reads os.environ: start-up, not install work.
         get_settings()
     return _install_requirements_from_cache_sync
 
@@ -118,13 +119,28 @@ def idle(work_queue: Any, result_queue: Any) -> None:
     work_queue.get()
 
 
+# Begins the label of a step timed on a thread of its own (the engine reads the
+# lock while the fast path runs): it overlaps the others, so is not added up.
+CONCURRENT = "(own thread) "
+
+
 class StepTimer:
     """Wall time of the install's steps, by call path, from wrappers put on the
-    modules in this (benchmark child) process only; src/ is not changed."""
+    modules in this (benchmark child) process only; src/ is not changed. Each
+    thread has its call path; a step begun on another thread than the one that
+    made the timer is a path of its own, its label prefixed with CONCURRENT."""
 
     def __init__(self) -> None:
         self.totals: dict[tuple[str, ...], list[float]] = {}  # path -> [seconds, calls]
-        self.stack: list[str] = []
+        self._owner = threading.get_ident()
+        self._local = threading.local()
+
+    @property
+    def stack(self) -> list[str]:
+        stack: list[str] | None = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
 
     def wrap(self, owner: Any, attribute: str, label: str) -> None:
         original = getattr(owner, attribute, None)
@@ -134,7 +150,8 @@ class StepTimer:
 
         @functools.wraps(original)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            timer.stack.append(label)
+            first_on_thread = not timer.stack and threading.get_ident() != timer._owner
+            timer.stack.append(CONCURRENT + label if first_on_thread else label)
             entry = timer.totals.setdefault(tuple(timer.stack), [0.0, 0])
             started = time.perf_counter()
             try:
@@ -155,7 +172,15 @@ class StepTimer:
 
         from src.core import requirements_cache
         from src.services.execution import simple_worker
-        from src.services.installer import commands, engine, platform, satisfaction
+        from src.services.installer import (
+            building,
+            commands,
+            context,
+            engine,
+            locked,
+            platform,
+            satisfaction,
+        )
         from src.services.installer.environments import Environments
 
         timer = cls()
@@ -165,24 +190,28 @@ class StepTimer:
             (simple_worker, "ensure_environment", "ensure_environment"),
             (simple_worker, "_log_outcome", "log outcome"),
             (engine, "get_settings", "get_settings"),
-            (engine, "requirement_lines", "parse requirement lines"),
+            (context, "requirement_lines", "parse requirement lines"),
+            (context, "read_lock", "read the hash's lock (Redis)"),
             (engine, "_usable", "fast path check (_usable)"),
             (Environments, "latest", "find newest env (read record)"),
-            (engine, "platform_paths", "platform_paths"),
-            (engine, "find_unsatisfied", "find_unsatisfied"),
+            (context, "platform_paths", "platform_paths"),
+            (satisfaction, "find_unsatisfied", "find_unsatisfied"),
             (satisfaction, "_index", "index dist-infos"),
             (getattr(satisfaction, "_Index", None), "get", "look up a dist-info"),
             (engine, "hold", "hold env (flock)"),
             (Environments, "lock", "make lock object"),
             (filelock.BaseFileLock, "acquire", "acquire host lock (wait)"),
-            (engine, "_build", "build"),
+            (engine, "build", "build"),
             (commands, "choose_installer", "choose installer"),
             (Environments, "new_build_dir", "new build dir"),
-            (engine, "_install", "install"),
-            (engine, "constraints_file", "platform constraints file"),
+            (building, "install", "install"),
+            (building, "install_locked", "install the lock's pins"),
+            (locked, "constraints_file", "platform constraints file"),
+            (locked, "run_before", "run installer subprocess"),
+            (building, "constraints_file", "platform constraints file"),
             (platform, "platform_distributions", "scan platform distributions"),
-            (engine, "_run", "run installer subprocess"),
-            (engine, "_distributions", "list installed distributions"),
+            (building, "run_before", "run installer subprocess"),
+            (building, "list_distributions", "list installed distributions"),
             (Environments, "publish", "publish (rename)"),
             (Environments, "collect_garbage", "collect garbage"),
         ]:

@@ -1,8 +1,9 @@
-"""Worker start-up benchmark: the seed's install (BASELINE) against ours (OURS).
+"""Worker start-up benchmark: the start-up spec's own install function
+(BASELINE, `bench/_baseline.py`) against ours (OURS).
 
 Run from `api/`:
 
-    ../.venv/bin/python -m bench.startup [--profile] [--keep]
+    ../.venv/bin/python -m bench.startup [--profile] [--keep] [--locked]
 
 What it measures, all inside one temp dir (deleted at the end) with a private
 redis-server (LocalRedis, free port, stopped at the end) and no store:
@@ -14,12 +15,21 @@ redis-server (LocalRedis, free port, stopped at the end) and no store:
 * the time of ONE CALL of the install function in each of N worker processes
   started at once (spawned, imports done, then a barrier, then the call timed
   with `time.perf_counter`), for
-  BASELINE = the spec's seed function (bench/_baseline.py, plus `--target`) and
+  BASELINE = the worker start-up spec's own function (bench/_baseline.py, plus `--target`) and
   OURS = `src.services.execution.simple_worker._install_requirements_from_cache_sync`,
   cold (empty packages dir and installer caches) and warm (installed by a
   previous run of the same function, caches kept), 4 workers, 3 runs each;
   each figure is the median over the runs of the per-run max (or mean);
 * how many installer processes ran when 8 workers start cold (ours);
+* a cold build of ours from the hash's lock (its 22 exact pins with their
+  sha256, cached in Redis as the write path leaves it: installed with
+  `--no-deps`, no resolution) next to a cold build of ours that resolves
+  (no lock, as before locks): same wheelhouse, same packages, 4 workers,
+  3 runs each, and their ratio (resolve / lock), for the call (what a worker
+  waits, the lock's read included) and for the build alone (the installer
+  run and the listing, as the environment's record times it); every other
+  figure is taken with no lock (requirements written before locks), or with
+  `--locked`, with the lock cached in Redis (as every write leaves it now);
 * the resident memory (VmRSS) of a real, ready worker (`run_worker_process`,
   warm), and whether it imported the web stack or the ORM.
 
@@ -60,6 +70,8 @@ TOP_LEVEL_PACKAGES = 10
 DEPENDENCIES = 12
 SUBMODULES = 20  # modules per package, besides the top-level module
 REQUIREMENTS_KEY = "bifrost:requirements:content"
+LOCK_KEY_PREFIX = "bifrost:requirements:lock:"  # + the requirements hash (src.core.lock_cache)
+BUILD_MODES = ("resolve", "lock")
 WAIT_SECONDS = 600.0
 
 
@@ -105,8 +117,8 @@ class Bench:
         }
 
     def baseline_mode(self, function: str, state: str) -> dict[str, str]:
-        """The seed installs into the interpreter's site-packages, where a warm
-        start is pip's no-op. So warm runs the seed verbatim with its packages
+        """The spec's function installs into the interpreter's site-packages,
+        where a warm start is pip's no-op. So warm runs it verbatim with its packages
         dir on PYTHONPATH (pip sees them installed and skips them); cold runs it
         with `--target`, so it never writes into the project's venv."""
         if function != "baseline":
@@ -164,7 +176,8 @@ def module_source(name: str, functions: int = 60) -> str:
 def package_files(name: str) -> dict[str, str]:
     """A package of SUBMODULES modules next to the top module: real wheels hold
     tens of files (requests ~20, flask ~25), and installers' work grows with them.
-    The issue's figures (seed: ~1 s warm, ~4.4 s cold) were taken with such wheels."""
+    The issue's figures (the spec's function: ~1 s warm, ~4.4 s cold) were taken
+    with such wheels."""
     package = name.replace("-", "_") + "_impl"
     files = {f"{package}/__init__.py": f'"""{name} internals."""\n'}
     for m in range(SUBMODULES):
@@ -203,6 +216,35 @@ def cache_requirements(redis_url: str, content: str) -> str:
     finally:
         client.close()
     return digest
+
+
+def lock_text(wheelhouse: Path, requirements_hash: str) -> str:
+    """The lock the write path stores for requirements.txt: every wheel of the
+    wheelhouse (the 10 pins and their 12 dependencies) with its sha256."""
+    from src.foundation.locks import DIRECT, Lock, LockedPackage
+
+    packages = []
+    for wheel in sorted(wheelhouse.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        via = (DIRECT,) if name.startswith("bench_pkg") else ("bench-pkg",)
+        packages.append(LockedPackage(name.replace("_", "-"), version, (f"sha256:{digest}",), via))
+    return Lock.of(requirements_hash, packages).text()
+
+
+def cache_lock(bench: Bench, text: str | None) -> None:
+    """Put the hash's lock in Redis (`text`), or take it away (None)."""
+    import redis
+
+    client = redis.from_url(bench.redis_url)
+    try:
+        key = LOCK_KEY_PREFIX + bench.requirements_hash
+        if text is None:
+            client.delete(key)
+        else:
+            client.set(key, text)
+    finally:
+        client.close()
 
 
 # --- child processes --------------------------------------------------------------
@@ -324,6 +366,70 @@ def measure_installer_runs(bench: Bench) -> InstallerRuns:
     )
 
 
+@dataclass
+class LockedBuilds:
+    """Cold builds of ours: per-run max call times (s) by mode, from the lock
+    and resolving; `builds` the build's own time (s, from the environment's
+    record); `installed` the fewest dist-infos an install left."""
+
+    runs: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in BUILD_MODES})
+    builds: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in BUILD_MODES})
+    installed: dict[str, list[int]] = field(
+        default_factory=lambda: {m: [] for m in BUILD_MODES})
+    lock_used: bool = True  # every lock run logged its "no resolution" install
+    all_ok: bool = True
+
+    def median(self, mode: str, of: str = "runs") -> float:
+        return statistics.median(getattr(self, of)[mode])
+
+
+def measure_locked_builds(bench: Bench, text: str, after: str | None) -> LockedBuilds:
+    """Each run: a cold build with no lock, then one from the lock (emptied
+    first); then the lock cached is `after` again."""
+    builds = LockedBuilds()
+    try:
+        for run in range(1, REPEATS + 1):
+            for mode in BUILD_MODES:
+                cache_lock(bench, text if mode == "lock" else None)
+                bench.make_cold("ours")
+                label = f"cold-{mode}-ours-run{run}"
+                results = run_group(bench, "ours", WORKERS, label)
+                builds.runs[mode].append(max(r["seconds"] for r in results))
+                builds.installed[mode].append(installed_distributions(bench, "ours"))
+                builds.builds[mode].append(build_seconds(bench))
+                builds.all_ok &= all(r["outcome"]["ok"] for r in results)
+                if mode == "lock":
+                    log = (bench.logs / f"{label}.log").read_text()
+                    builds.lock_used &= "locked packages (no resolution)" in log
+                print(f"  run {run}: cold {mode:7} max {builds.runs[mode][-1]:7.3f} s", flush=True)
+    finally:
+        cache_lock(bench, after)
+    return builds
+
+
+def build_seconds(bench: Bench) -> float:
+    """How long the newest environment's build took, by its own record."""
+    from src.services.installer.environments import Environments
+
+    env = Environments(bench.packages_dir("ours")).latest(bench.requirements_hash)
+    return env.record.duration_ms / 1000 if env else float("nan")
+
+
+def print_locked_builds(builds: LockedBuilds) -> None:
+    print(f"\nCold build of ours from the lock vs resolving, {WORKERS} workers started at "
+          f"once; each figure is the median over {REPEATS} runs of the per-run max call "
+          "(and of the build alone).")
+    for mode in BUILD_MODES:
+        per_run = ", ".join(f"{seconds:.3f}" for seconds in builds.runs[mode])
+        build = builds.median(mode, "builds")
+        print(f"cold {mode:8} {builds.median(mode):9.3f} s  build {build:.3f} s  "
+              f"({per_run}; {min(builds.installed[mode])} dists)")
+    calls = builds.median("resolve") / builds.median("lock")
+    alone = builds.median("resolve", "builds") / builds.median("lock", "builds")
+    print(f"cold ratio   {calls:8.2f}x  build {alone:.2f}x  (resolve / lock); every lock run "
+          f"installed with no resolution: {builds.lock_used}; all outcomes ok: {builds.all_ok}")
+
+
 # --- memory of a ready worker -----------------------------------------------------
 
 
@@ -435,7 +541,7 @@ def print_steps(steps: list[tuple[list[str], float, int]], total: float) -> None
 
     accounted = 0.0
     for path, seconds, calls in sorted(steps, key=tree_order):
-        if len(path) == 1:
+        if len(path) == 1 and not path[0].startswith(_procs.CONCURRENT):
             accounted += seconds
         indent = "  " * len(path)
         times = f" x{calls}" if calls > 1 else ""
@@ -470,10 +576,11 @@ def profile_installer(bench: Bench, repeats: int = 3) -> None:
         return statistics.median(times) * 1000
 
     target = scratch / "target"
-    argv = commands.install_command(installer, target, requirements_file=str(requirements),
+    call = commands.install_command(installer, target, requirements_file=str(requirements),
                                     constraints_file=constraints, environ=env)
-    cold = median_ms(argv, [target, scratch / "uv-cache"])
-    warm = median_ms(argv, [target])
+    env = call.env  # the installer's own environment (the operator's PIP_* as UV_* for uv)
+    cold = median_ms(call.argv, [target, scratch / "uv-cache"])
+    warm = median_ms(call.argv, [target])
     interpreter = median_ms([sys.executable, "-c", "pass"], [])
     trampoline = median_ms([sys.executable, "-m", installer, "--version"], [])
     print(f"\nThe installer subprocess alone ({installer}, 1 process, median of {repeats}):")
@@ -587,10 +694,17 @@ def main(argv: list[str]) -> int:
               f"{bench.wheelhouse}; Redis {server.url}; hash {bench.requirements_hash[:12]}; "
               f"{WORKERS} workers, {REPEATS} runs; Python {sys.version.split()[0]}; "
               f"src at {source_state()}; {host_load()}")
+        lock = lock_text(bench.wheelhouse, bench.requirements_hash)
+        cached_lock = lock if "--locked" in argv else None
+        cache_lock(bench, cached_lock)
+        print(f"The hash's lock is {'cached in Redis' if cached_lock else 'nowhere'} "
+              "(but in the lock-vs-resolve runs)")
         scenarios = measure_calls(bench)
         installer = measure_installer_runs(bench)
         memory = measure_worker_memory(bench)
+        locked = measure_locked_builds(bench, lock, after=cached_lock)
         missed = report(scenarios, installer, memory)
+        print_locked_builds(locked)
         print(f"(timed runs done; {host_load()})")
         if missed or "--profile" in argv:
             print("\nWhere our call's time goes (wall time per engine step, nested):")

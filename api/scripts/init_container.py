@@ -1,4 +1,4 @@
-"""Init step (phase 3): migrations, then warm the module and requirements caches.
+"""Init step: migrations, then warm the module, requirements and lock caches.
 
 Run as `python -m scripts.init_container` from `api/`, or `bifrost init`.
 Exits non-zero, saying which, when the store or Redis cannot be reached.
@@ -11,8 +11,9 @@ import sys
 
 import redis
 
+from src.core.lock_cache import warm_lock_cache_sync
 from src.core.module_cache import warm_module_cache_sync
-from src.core.requirements_cache import warm_requirements_cache_sync
+from src.core.requirements_cache import read_requirements, warm_requirements_cache_sync
 from src.foundation.settings import get_settings
 from src.store.database import StoreUnavailable, resolve_database_url
 from src.store.migrate import upgrade_to_head
@@ -31,12 +32,20 @@ def main() -> int:
         print(f"✓ Module cache: {modules} modules loaded", flush=True)
         cached = warm_requirements_cache_sync()
         print(f"✓ Requirements cache: {'cached' if cached else 'empty'}", flush=True)
+        print(f"✓ Lock cache: {'cached' if _warm_current_lock() else 'none'}", flush=True)
     except redis.RedisError as exc:
         return _fail(f"Redis unreachable ({_safe_url(settings.redis_url)}): {exc}")
     except StoreUnavailable as exc:
         return _fail(f"Store unreachable ({_safe_url(resolve_database_url())}): {exc}")
     print("=== Init Complete ===", flush=True)
     return 0
+
+
+def _warm_current_lock() -> bool:
+    """Cache the lock of the requirements now in effect (the hash the
+    requirements cache has just been given); False when there is none."""
+    current = read_requirements()
+    return current is not None and warm_lock_cache_sync(current["hash"])
 
 
 def _fail(message: str) -> int:

@@ -12,12 +12,45 @@ import redis
 from src.foundation.local_redis import LocalRedis
 from src.foundation.settings import get_settings
 
+# The distributions the run's offline package index holds (tiny wheels, no
+# dependencies): what tests write into requirements.txt, which every write
+# resolves into a lock before it is stored.
+TEST_INDEX = {
+    "a": ["1"], "b": ["1"], "x": ["1"], "alpha": ["1", "2", "3"], "beta": ["1", "2"],
+    "beta-pkg": ["1.0", "2.0"], "gamma": ["3"], "kept": ["1"],
+    "humanize": ["4.9.0", "4.10.0"], "requests": ["2.31.0"], "flask": ["2.3.0"],
+}
+
+
+@pytest.fixture(scope="session")
+def test_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of wheels standing in for PyPI: tests never reach a network."""
+    from importlib.metadata import version as installed_version
+
+    from tests.support.wheels import build_wheel
+
+    house = tmp_path_factory.mktemp("test-index")
+    for name, versions in TEST_INDEX.items():
+        for version in versions:
+            build_wheel(house, name, version)
+    # The platform's own version of what tests ask for that the platform runs on.
+    build_wheel(house, "pydantic", installed_version("pydantic"))
+    return house
+
 
 @pytest.fixture(autouse=True)
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A private data dir per test, and settings read afresh from the
-    environment the test sets up (never the developer's own .bifrost)."""
+def isolated_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, test_index: Path
+) -> Iterator[Path]:
+    """A private data dir per test, settings read afresh from the environment
+    the test sets up (never the developer's own .bifrost), and the run's
+    offline index as the package index (a test may point elsewhere)."""
     data_dir = tmp_path / "bifrost-data"
+    monkeypatch.setenv("PIP_FIND_LINKS", str(test_index))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    for name in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "UV_INDEX_URL", "UV_DEFAULT_INDEX",
+                 "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BIFROST_DATA_DIR", str(data_dir))
     for name in ("BIFROST_PACKAGES_DIR", "DATABASE_URL", "BIFROST_ADMIN_TOKEN"):
         monkeypatch.delenv(name, raising=False)

@@ -22,6 +22,8 @@ from src.api.middleware import invalid_json_body_reason
 from src.foundation.requirements import InvalidRequirements
 from src.foundation.workspace_paths import InvalidPath
 from src.services.installer.platform import PlatformConflict
+from src.services.installer.resolver import IndexUnreachable, Unresolvable
+from src.services.packages import RequirementsBusy
 from src.store.database import StoreUnavailable
 from src.store.files import RequirementsConflict
 
@@ -30,6 +32,8 @@ logger = logging.getLogger(__name__)
 # Path problems are validation failures of the request, like bad requirement
 # lines: 422 for both, so a client has one status to handle.
 INVALID_PATH_STATUS = 422
+# What a 503 asks the client to wait before trying again.
+RETRY_AFTER_SECONDS = 5
 
 
 def invalid_requirements_body(exc: InvalidRequirements) -> dict[str, object]:
@@ -66,6 +70,31 @@ async def _platform_conflict(_request: Request, exc: Exception) -> JSONResponse:
         {"detail": {"message": f"platform conflict: {exc}", "conflicts": exc.reasons}},
         status_code=409,
     )
+
+
+async def _unresolvable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Unresolvable)
+    what = f" ({exc.package})" if exc.package else ""
+    return JSONResponse(
+        {"detail": {"message": f"the requirements cannot be resolved{what}: {exc.reason}",
+                    "package": exc.package, "reason": exc.reason}},
+        status_code=422,
+    )
+
+
+async def _index_unreachable(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IndexUnreachable)
+    logger.warning("Package index unreachable (%s): %s", exc.index, exc.reason)
+    return JSONResponse(
+        {"detail": {"message": f"the package index {exc.index} cannot be reached; nothing "
+                               "was changed", "index": exc.index, "reason": exc.reason}},
+        status_code=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+async def _busy(_request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
 
 
 async def _store_unavailable(_request: Request, exc: Exception) -> JSONResponse:
@@ -162,5 +191,8 @@ def install_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidPath, _invalid_path)
     app.add_exception_handler(RequirementsConflict, _conflict)
     app.add_exception_handler(PlatformConflict, _platform_conflict)
+    app.add_exception_handler(Unresolvable, _unresolvable)
+    app.add_exception_handler(IndexUnreachable, _index_unreachable)
+    app.add_exception_handler(RequirementsBusy, _busy)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(redis.RedisError, _redis_unavailable)

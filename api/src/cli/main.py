@@ -33,8 +33,11 @@ from src.foundation.settings import get_settings
 
 if TYPE_CHECKING:
     from src.cli.supervisor import Supervisor
+    from src.foundation.local_redis import LocalRedis
 
 logger = logging.getLogger("bifrost")
+# The project dir (api/): children run `python -m src.cli` from it.
+API_DIR = Path(__file__).resolve().parents[2]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,16 +92,59 @@ def _configure_logging() -> None:
 def up() -> int:
     """The one-machine default: everything in the foreground until a signal."""
     from src.cli.supervisor import Child, Supervisor
-    from src.foundation.admin_token import (
-        ADMIN_TOKEN_VARIABLE,
-        admin_token_path,
-        configured_admin_token,
-        load_or_create_admin_token,
-    )
-    from src.foundation.local_redis import LocalRedis, free_port, redis_answers
 
     started = time.monotonic()
     harden_process()
+    operator_token, token = _prepare_data_dir()
+    local_redis = _redis_for_up()
+    supervisor = Supervisor([
+        Child("the API", lambda: _child("api", token=operator_token)),
+        Child("the worker pool", lambda: _child("worker")),
+    ])
+    stop = _StopRequest()
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop.request)
+    try:
+        from scripts.init_container import main as init_main
+
+        if init_main() != 0:
+            return 1
+        supervisor.start()
+        url = f"http://127.0.0.1:{get_settings().port}"
+        if _wait_for_health(url, supervisor, lambda: stop.requested):
+            print(f"Bifrost is up at {url} in {time.monotonic() - started:.1f} s")
+            _print_token(operator_token, token)
+        while not stop.requested:
+            if not supervisor.poll():
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        supervisor.stop()
+        if local_redis is not None:
+            local_redis.stop()
+        print("Bifrost stopped")
+
+
+class _StopRequest:
+    """SIGINT, SIGTERM or SIGHUP: `up` stops its children in order and exits."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+
+
+def _prepare_data_dir() -> tuple[str | None, str]:
+    """Make the data dir private and settle the admin token: (the operator's
+    own token, if BIFROST_ADMIN_TOKEN gave one; the token the API will use)."""
+    from src.foundation.admin_token import (
+        ADMIN_TOKEN_VARIABLE,
+        configured_admin_token,
+        load_or_create_admin_token,
+    )
+
     settings = get_settings()
     data_dir = settings.data_path
     private_directory(data_dir, what="data dir")
@@ -110,51 +156,31 @@ def up() -> int:
     token = load_or_create_admin_token(settings)
     os.environ.pop(ADMIN_TOKEN_VARIABLE, None)
     get_settings.cache_clear()
+    return operator_token, token
+
+
+def _redis_for_up() -> LocalRedis | None:
+    """A private Redis in the data dir when none is configured or answering locally."""
+    from src.foundation.local_redis import LocalRedis, free_port, redis_answers
 
     local_redis: LocalRedis | None = None
     if "REDIS_URL" not in os.environ and not redis_answers("redis://localhost:6379"):
+        data_dir = get_settings().data_path
         local_redis = LocalRedis(data_dir / "redis", free_port(), persist=True).start()
         os.environ["REDIS_URL"] = local_redis.url
         print(f"Started a private Redis at {local_redis.url} (files in {data_dir / 'redis'})")
     get_settings.cache_clear()
+    return local_redis
 
-    supervisor = Supervisor([
-        Child("the API", lambda: _child("api", token=operator_token)),
-        Child("the worker pool", lambda: _child("worker")),
-    ])
-    stopping = False
 
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        nonlocal stopping
-        stopping = True
+def _print_token(operator_token: str | None, token: str) -> None:
+    from src.foundation.admin_token import admin_token_path
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, request_stop)
-
-    try:
-        from scripts.init_container import main as init_main
-
-        if init_main() != 0:
-            return 1
-        supervisor.start()
-        url = f"http://127.0.0.1:{get_settings().port}"
-        if _wait_for_health(url, supervisor, lambda: stopping):
-            print(f"Bifrost is up at {url} in {time.monotonic() - started:.1f} s")
-            if operator_token:
-                print("Admin token: the one BIFROST_ADMIN_TOKEN gives (not saved to disk)")
-            else:
-                print(f"Admin token: {token}  (saved in {admin_token_path(get_settings())})")
-            sys.stdout.flush()
-        while not stopping:
-            if not supervisor.poll():
-                return 1
-            time.sleep(0.2)
-        return 0
-    finally:
-        supervisor.stop()
-        if local_redis is not None:
-            local_redis.stop()
-        print("Bifrost stopped")
+    if operator_token:
+        print("Admin token: the one BIFROST_ADMIN_TOKEN gives (not saved to disk)")
+    else:
+        print(f"Admin token: {token}  (saved in {admin_token_path(get_settings())})")
+    sys.stdout.flush()
 
 
 def _child(command: str, token: str | None = None) -> subprocess.Popen[bytes]:
@@ -174,7 +200,7 @@ def _child(command: str, token: str | None = None) -> subprocess.Popen[bytes]:
         # children in order (workers finish their items, Redis goes last).
         return subprocess.Popen(
             [sys.executable, "-m", "src.cli", command],
-            env=env, cwd=Path(__file__).resolve().parents[1], start_new_session=True,
+            env=env, cwd=API_DIR, start_new_session=True,
             pass_fds=pass_fds,
         )
     finally:

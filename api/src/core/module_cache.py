@@ -1,4 +1,4 @@
-"""Module cache: workspace files in the store, cached in Redis (phase 3).
+"""Module cache: workspace files in the store, cached in Redis.
 
 `bifrost:module:<path>` holds a file's text; the set `bifrost:module:index`
 lists every path, and `bifrost:module:index:warm` says the index is complete.
@@ -6,13 +6,16 @@ Redis may lose all of it at any time: a reader that finds no complete index
 rebuilds it from the store, and a reader that misses a file reads the store
 and re-caches it. Writes go to the store first, then to Redis.
 
-Workers call the `*_sync` functions from the import hook; the store
-(SQLAlchemy) is imported only when Redis cannot answer.
+Workers call the `*_sync` functions from the import hook. The store
+(`src.store.database`, `src.store.files`) is imported inside the functions that
+use it, not at the top: worker processes and their executions load this module
+to import workspace files, and SQLAlchemy would add about half a second and
+20 MB to each of them, although they read the store only when Redis cannot
+answer (and executions never do).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -211,23 +214,3 @@ def _warm(client: redis.Redis) -> dict[str, str]:
 def warm_module_cache_sync() -> int:
     """Copy every workspace file from the store to Redis; returns how many."""
     return len(_warm(get_redis()))
-
-
-# --- async wrappers for the API ------------------------------------------------
-
-
-async def save_file(path: str, content: str) -> FileInfo:
-    return await asyncio.to_thread(save_file_sync, path, content)
-
-
-async def get_file(path: str) -> str | None:
-    validate_path(path)
-    return await asyncio.to_thread(read_file_sync, path)
-
-
-async def delete_file(path: str) -> bool:
-    return await asyncio.to_thread(delete_file_sync, path)
-
-
-async def warm_module_cache() -> int:
-    return await asyncio.to_thread(warm_module_cache_sync)

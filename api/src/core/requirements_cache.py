@@ -1,17 +1,25 @@
-"""Requirements cache (phase 1): requirements.txt in the store, cached in Redis.
+"""Requirements cache: requirements.txt in the store, cached in Redis.
 
 Key `bifrost:requirements:content` holds JSON `{"content", "hash"}` where hash is
 the sha256 hex digest of content, with a 24 h TTL. Redis is only a cache and may
 be flushed or restarted empty at any time: the store is the source of truth,
 and every reader that misses in Redis reads the store and re-caches.
 
-Writes go store first (compare-and-set on the content hash, so two users
-editing at once never lose an edit), then the cache.
+`save_requirements_sync` writes through: one compare-and-set in the store, then
+the key. It neither validates nor retries; the requirements service
+(`src.services.packages`) validates what it writes, once, and retries
+conflicts, bounded.
 
 Workers read with `get_requirements_sync()` before any event loop exists, with
-the seed's retry policy; it imports the store (SQLAlchemy) only when it must
-fall back to it. The async functions are for the API: they run the same sync
-code in a thread, so there is one implementation and no event-loop-bound client.
+the workers' Redis retry policy (three tries, one second apart). The async
+functions run the same sync code in a thread, so there is one implementation
+and no event-loop-bound client.
+
+The store (`src.store.database`, `src.store.files`) is imported inside the two
+functions that use it, `read_store_requirements` and `save_requirements_sync`,
+and nowhere else: every worker process imports this module before it accepts
+work, and SQLAlchemy would add about half a second and 20 MB to each worker,
+which reads the store only when Redis has lost the key.
 """
 
 from __future__ import annotations
@@ -19,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TypedDict
@@ -35,13 +42,9 @@ logger = logging.getLogger(__name__)
 REQUIREMENTS_KEY = "bifrost:requirements:content"
 REQUIREMENTS_TTL_SECONDS = 86400
 
-# The seed's retry policy: three tries one second apart, then give up on Redis.
+# Workers' retry policy: three tries one second apart, then give up on Redis.
 REDIS_ATTEMPTS = 3
 REDIS_RETRY_DELAY = 1.0
-
-# Read-modify-write retries; each conflict means another edit landed, so
-# progress is guaranteed fleet-wide and a generous bound only caps pathologies.
-UPDATE_ATTEMPTS = 200
 
 
 class CachedRequirements(TypedDict):
@@ -86,6 +89,21 @@ async def get_requirements() -> CachedRequirements | None:
     return await asyncio.to_thread(read_requirements)
 
 
+def read_store_requirements() -> CachedRequirements | None:
+    """The store's requirements.txt; None when there is no store or no file.
+
+    A missing SQLite file is never created by a reader.
+    """
+    from src.store.database import session_scope, store_exists
+    from src.store.files import read_requirements as read_stored
+
+    if not store_exists():
+        return None
+    with session_scope() as session:
+        found = read_stored(session)
+    return None if found is None else CachedRequirements(content=found[0], hash=found[1])
+
+
 def cached_hash(client: redis.Redis) -> str | None:
     """The hash in the Redis key, or None (absent, unreadable); Redis only,
     for pools watching for a change. Redis errors propagate."""
@@ -95,7 +113,7 @@ def cached_hash(client: redis.Redis) -> str | None:
 
 
 def _get_with_retries(worker_id: str) -> tuple[str | None, bool]:
-    """The seed's loop: (cached JSON or None, whether Redis answered)."""
+    """Workers' Redis read: (cached JSON or None, whether Redis answered)."""
     redis_url = get_settings().redis_url
     for attempt in range(1, REDIS_ATTEMPTS + 1):
         try:
@@ -157,22 +175,6 @@ def _decode(worker_id: str, data: str) -> CachedRequirements | None:
     )
 
 
-def read_store_requirements() -> CachedRequirements | None:
-    """The store's requirements.txt; None when there is no store or no file.
-
-    Imports the store lazily: a worker that never falls back never loads
-    SQLAlchemy, and a missing SQLite file is never created by a reader.
-    """
-    from src.store.database import session_scope, store_exists
-    from src.store.files import read_requirements as read_stored
-
-    if not store_exists():
-        return None
-    with session_scope() as session:
-        found = read_stored(session)
-    return None if found is None else CachedRequirements(content=found[0], hash=found[1])
-
-
 # --- caching ----------------------------------------------------------------
 
 
@@ -232,25 +234,24 @@ async def warm_requirements_cache() -> bool:
     return await asyncio.to_thread(warm_requirements_cache_sync)
 
 
-# --- writing ----------------------------------------------------------------
+# --- writing through -----------------------------------------------------------
 
 
 def save_requirements_sync(
     content: str, expected_hash: str | None = None, change: str = "put"
 ) -> CachedRequirements:
-    """Validate, compare-and-set in the store, then update the cache.
+    """Compare-and-set `content` in the store (one attempt), then update the cache.
 
-    Raises `InvalidRequirements` (bad lines) or `RequirementsConflict` (the
-    store's hash is not `expected_hash`) with nothing changed, and
-    `StoreUnavailable` before Redis is touched. A cache write that fails after
-    the store committed is logged, not raised: the store holds the truth and
-    readers fall back to it.
+    `content` is written as given: the caller has validated it. Raises
+    `RequirementsConflict` (the store's hash is not `expected_hash`, or with
+    `expected_hash=None`, another writer landed during the write) with nothing
+    changed, and `StoreUnavailable` before Redis is touched. A cache write that
+    fails after the store committed is logged, not raised: the store holds the
+    truth and readers fall back to it. `change` goes into the store's history.
     """
-    from src.foundation.requirements import validate_requirements
     from src.store.database import session_scope
     from src.store.files import compare_and_set_requirements
 
-    validate_requirements(content)
     with session_scope() as session:
         _, digest = compare_and_set_requirements(session, content, expected_hash, change)
     saved = CachedRequirements(content=content, hash=digest)
@@ -265,43 +266,3 @@ async def save_requirements(
     content: str, expected_hash: str | None = None, change: str = "put"
 ) -> CachedRequirements:
     return await asyncio.to_thread(save_requirements_sync, content, expected_hash, change)
-
-
-def update_requirements_sync(
-    edit: Callable[[str], str], change: str
-) -> tuple[CachedRequirements, bool]:
-    """Read-modify-write of the store's requirements, retried on conflict.
-
-    `edit` maps the current content to the new one (and may raise to refuse).
-    Returns the requirements in effect and whether they changed.
-    """
-    from src.store.files import RequirementsConflict
-
-    for attempt in range(UPDATE_ATTEMPTS):
-        current = read_store_requirements() or CachedRequirements(
-            content="", hash=sha256_hex("")
-        )
-        new_content = edit(current["content"])
-        if new_content == current["content"]:
-            return current, False
-        try:
-            return save_requirements_sync(new_content, current["hash"], change), True
-        except RequirementsConflict:
-            # Someone else's edit landed first; back off a little and redo ours on top.
-            time.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
-    raise RuntimeError(f"requirements.txt kept changing; gave up after {UPDATE_ATTEMPTS} tries")
-
-
-def add_package_sync(line: str) -> tuple[CachedRequirements, bool]:
-    """Add or replace one package's line (a validated PEP 508 requirement)."""
-    from src.foundation.requirements import add_or_replace
-
-    return update_requirements_sync(lambda c: add_or_replace(c, line), f"install {line}")
-
-
-def remove_package_sync(name: str) -> CachedRequirements:
-    """Remove a package's line; KeyError when no line names it."""
-    from src.foundation.requirements import remove
-
-    cached, _ = update_requirements_sync(lambda c: remove(c, name), f"remove {name}")
-    return cached

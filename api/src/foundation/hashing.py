@@ -7,3 +7,7 @@ import hashlib
 
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# The hash of requirements.txt before it was ever written: an empty file.
+EMPTY_HASH = sha256_hex("")

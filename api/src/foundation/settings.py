@@ -7,11 +7,12 @@ against the working directory once, here, so all processes agree on them.
 
 from __future__ import annotations
 
+import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".bifrost"), validation_alias="BIFROST_DATA_DIR")
     packages_dir_setting: Path | None = Field(default=None, validation_alias="BIFROST_PACKAGES_DIR")
     host: str = Field(default="127.0.0.1", validation_alias="BIFROST_HOST")
+    # How this machine is named in worker and package reports (a container's
+    # own hostname is often a random id).
+    host_name: str = Field(default_factory=socket.gethostname, min_length=1,
+                           validation_alias="BIFROST_HOST_NAME")
     port: int = Field(default=8000, validation_alias="BIFROST_PORT")
     workers: int = Field(default=2, ge=1, validation_alias="BIFROST_WORKERS")
     admin_token: str | None = Field(default=None, validation_alias="BIFROST_ADMIN_TOKEN")
@@ -54,9 +59,25 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(
         default=30.0, gt=0, validation_alias="BIFROST_CLAIM_IDLE_SECONDS"
     )
+    # The fleet wheel cache's backend: `store` or `dir:/shared/path`.
     wheel_cache: str = Field(default="store", validation_alias="BIFROST_WHEEL_CACHE")
     # Seconds a client may take to send a request's line and headers.
     head_timeout: float = Field(default=10.0, gt=0, validation_alias="BIFROST_HEAD_TIMEOUT")
+
+    @field_validator("wheel_cache")
+    @classmethod
+    def _wheel_cache_is_known(cls, value: str) -> str:
+        """Refuse a value no build understands now, at start-up, rather than in
+        the background thread of the first publish. `s3://` passes: it is a
+        backend this build lacks, which the fleet cache says when it is used."""
+        value = value.strip()
+        if value == "store" or value.startswith("s3://") or (
+            value.startswith("dir:") and value[4:].strip()
+        ):
+            return value
+        raise ValueError(
+            f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store' or 'dir:/shared/path'"
+        )
 
     @property
     def data_path(self) -> Path:

@@ -1,8 +1,14 @@
-"""Package install (phase 2): edit requirements.txt, persist, cache, recycle.
+"""Package install: edit requirements.txt, persist, cache, recycle.
 
 Every change goes store (compare-and-set) -> Redis key -> recycle broadcast,
 all before the caller answers, so "200" means every pool has been told to
 replace its processes, and the new processes install from the new file.
+
+This module owns the requirements write path: what is written is validated
+here, once, and a compare-and-set that loses a race is retried here, and only
+here, at most `WRITE_ATTEMPTS` times (then `RequirementsBusy`). The cache
+(`src.core.requirements_cache`) writes through to the store in one attempt; the
+store (`src.store.files`) makes that attempt atomic.
 
 Synchronous, no web imports: the API runs these in its threadpool, and a CLI
 or a test can call them directly.
@@ -11,37 +17,48 @@ or a test can call them directly.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import TypedDict
-
-from packaging.utils import canonicalize_name
+import random
+import time
+from collections.abc import Callable
+from typing import TypedDict, TypeVar
 
 from src.core.requirements_cache import (
     CachedRequirements,
-    add_package_sync,
-    read_requirements,
     read_store_requirements,
-    remove_package_sync,
     save_requirements_sync,
     warm_requirements_cache_sync,
 )
-from src.foundation.hashing import sha256_hex
+from src.foundation.hashing import EMPTY_HASH, sha256_hex
 from src.foundation.requirements import (
     InvalidRequirements,
     LineError,
+    add_or_replace,
     make_requirement,
-    requirement_lines,
+    remove,
     validate_requirements,
 )
 from src.foundation.settings import get_settings
 from src.services.execution.control import publish_recycle
-from src.services.installer import metadata
-from src.services.installer.environments import Environments
 from src.services.installer.platform import check_platform
+from src.services.package_locks import lock_for, one_writer_at_a_time, stored_lock, upgraded
+from src.services.package_report import (  # noqa: F401  # the routers' read side, here too
+    InstalledDistribution,
+    PackageListing,
+    current_requirements,
+    installed_distributions,
+    list_packages,
+    outdated_packages,
+)
+from src.store.files import RequirementsConflict
 
 logger = logging.getLogger(__name__)
 
-EMPTY_HASH = sha256_hex("")
+# Compare-and-set attempts per write. Each conflict means another write landed,
+# so the fleet as a whole always progresses; the bound only stops one writer
+# that keeps losing from trying forever.
+WRITE_ATTEMPTS = 200
+
+_Result = TypeVar("_Result")
 
 
 class InstallResult(TypedDict):
@@ -50,14 +67,12 @@ class InstallResult(TypedDict):
     changed: bool
 
 
-class InstalledDistribution(TypedDict):
-    name: str
-    version: str
+class RequirementsBusy(RuntimeError):
+    """Every compare-and-set of one write lost to another writer."""
 
-
-class PackageListing(TypedDict):
-    requirements: list[str]
-    installed: list[InstalledDistribution]
+    def __init__(self, attempts: int) -> None:
+        super().__init__(f"requirements.txt kept changing; gave up after {attempts} tries")
+        self.attempts = attempts
 
 
 class PackageNotInRequirements(LookupError):
@@ -72,11 +87,6 @@ def _empty() -> CachedRequirements:
     return CachedRequirements(content="", hash=EMPTY_HASH)
 
 
-def current_requirements() -> CachedRequirements:
-    """The requirements in effect (Redis, else the store); empty when never saved."""
-    return read_requirements() or _empty()
-
-
 def current_requirements_hash() -> str:
     return current_requirements()["hash"]
 
@@ -88,6 +98,88 @@ def _recycle(reason: str) -> None:
     logger.info("Recycle broadcast (%s) heard by %d subscriber(s)", reason, heard)
 
 
+# --- the write path -------------------------------------------------------------
+
+
+def _back_off(attempt: int) -> None:
+    # Someone else's write landed first; wait a little (longer after each
+    # loss, never more than 50 ms) so the writers spread out, then redo ours.
+    time.sleep(random.uniform(0, min(0.05, 0.002 * attempt)))
+
+
+def _retrying(attempt: Callable[[], _Result]) -> _Result:
+    """`attempt()` until it does not raise RequirementsConflict, at most
+    WRITE_ATTEMPTS times; then RequirementsBusy (from the last conflict).
+    Writers take turns meanwhile (`one_writer_at_a_time`)."""
+    with one_writer_at_a_time():
+        for number in range(1, WRITE_ATTEMPTS):
+            try:
+                return attempt()
+            except RequirementsConflict:
+                _back_off(number)
+        try:
+            return attempt()
+        except RequirementsConflict as conflict:
+            raise RequirementsBusy(WRITE_ATTEMPTS) from conflict
+
+
+def _replace(content: str, expected_hash: str | None, change: str) -> CachedRequirements:
+    """Write already validated `content` as requirements.txt, its lock first.
+
+    With `expected_hash`, one compare-and-set: RequirementsConflict (409 to a
+    client) when the file has another hash. Without, the file is replaced
+    whatever it holds, retried when another write lands in between.
+    """
+
+    def attempt(expected: str | None) -> CachedRequirements:
+        current = read_store_requirements() or _empty()
+        lock_for(content, sha256_hex(content), stored_lock(current["hash"]))
+        return save_requirements_sync(content, expected, change)
+
+    if expected_hash is not None:
+        return attempt(expected_hash)
+    return _retrying(lambda: attempt(None))
+
+
+def update_requirements(
+    edit: Callable[[str], str], change: str, removed: str | None = None
+) -> tuple[CachedRequirements, bool]:
+    """Read-modify-write of the store's requirements, retried on conflict.
+
+    `edit` maps the current content to the new one (and may raise to refuse);
+    the result is validated before it is written (InvalidRequirements, nothing
+    changed), and its lock resolved and stored (`removed`: the package whose
+    line the edit drops, see `package_locks.lock_for`). Returns the
+    requirements in effect and whether they changed.
+    """
+
+    def attempt() -> tuple[CachedRequirements, bool]:
+        current = read_store_requirements() or _empty()
+        new_content = edit(current["content"])
+        if new_content == current["content"]:
+            return current, False
+        validate_requirements(new_content)
+        lock_for(new_content, sha256_hex(new_content), stored_lock(current["hash"]), removed)
+        return save_requirements_sync(new_content, current["hash"], change), True
+
+    return _retrying(attempt)
+
+
+def add_package_line(line: str) -> tuple[CachedRequirements, bool]:
+    """Add or replace one package's line (a PEP 508 requirement)."""
+    return update_requirements(lambda content: add_or_replace(content, line), f"install {line}")
+
+
+def remove_package_line(name: str) -> CachedRequirements:
+    """Remove a package's line(s); KeyError when no line names it."""
+    cached, _ = update_requirements(lambda content: remove(content, name), f"remove {name}",
+                                    removed=name)
+    return cached
+
+
+# --- what the routers call ---------------------------------------------------------
+
+
 def put_requirements(content: str, expected_hash: str | None = None) -> CachedRequirements:
     """Replace requirements.txt (validated; compare-and-set when `expected_hash`).
 
@@ -95,7 +187,7 @@ def put_requirements(content: str, expected_hash: str | None = None) -> CachedRe
     distribution the platform runs on.
     """
     check_platform(validate_requirements(content), get_settings().packages_dir)
-    saved = save_requirements_sync(content, expected_hash, "put")
+    saved = _replace(content, expected_hash, "put")
     _recycle("requirements replaced")
     return saved
 
@@ -110,15 +202,18 @@ def install_package(package: str | None, version: str | None = None) -> InstallR
             raise InvalidRequirements(
                 [LineError(0, version, "a version was given without a package")]
             )
-        # Re-sync: the store is the truth; put it back in Redis, then recycle.
+        # Re-sync: the store is the truth; its lock (resolved now if it has
+        # none yet) and the file go back into Redis, then recycle.
+        current = read_store_requirements() or _empty()
+        if current["content"].strip():
+            lock_for(current["content"], current["hash"], None)
         warm_requirements_cache_sync()
         _recycle("re-sync requested")
-        current = read_store_requirements() or _empty()
         return InstallResult(content=current["content"], hash=current["hash"], changed=False)
 
     requirement = make_requirement(package, version)
     check_platform([requirement], get_settings().packages_dir)
-    cached, changed = add_package_sync(str(requirement))
+    cached, changed = add_package_line(str(requirement))
     _recycle(f"install {requirement}")
     return InstallResult(content=cached["content"], hash=cached["hash"], changed=changed)
 
@@ -126,40 +221,35 @@ def install_package(package: str | None, version: str | None = None) -> InstallR
 def remove_package(name: str) -> CachedRequirements:
     """Remove a package's line; PackageNotInRequirements when none names it."""
     try:
-        cached = remove_package_sync(name)
+        cached = remove_package_line(name)
     except KeyError:
         raise PackageNotInRequirements(name) from None
     _recycle(f"remove {name}")
     return cached
 
 
-def installed_distributions(path: Path) -> list[InstalledDistribution]:
-    """Distributions found in `path`, sorted by canonical name, one per name.
-
-    When a directory holds two metadata dirs for one name (an interrupted
-    upgrade), the first one importlib finds is reported: it is the one
-    `importlib.metadata.version()` would answer with.
-    """
-    if not path.is_dir():
-        return []
-    found: dict[str, InstalledDistribution] = {}
-    # Read leniently: metadata that is not UTF-8 still names its distribution;
-    # one whose Name or Version cannot be read at all is left out.
-    for entry in metadata.scan([path]):
-        if not isinstance(entry, metadata.Found):
-            continue
-        key = canonicalize_name(entry.name)
-        if key not in found:
-            found[key] = InstalledDistribution(name=entry.name, version=entry.version)
-    return [found[key] for key in sorted(found)]
 
 
-def list_packages() -> PackageListing:
-    """What users asked for (requirement lines) and what this host's packages
-    dir holds for them: the environment of the current requirements hash."""
-    current = current_requirements()
-    environment = Environments(get_settings().packages_dir).latest(current["hash"])
-    return PackageListing(
-        requirements=requirement_lines(current["content"]),
-        installed=installed_distributions(environment.path) if environment else [],
-    )
+def upgrade_packages(name: str | None = None) -> InstallResult:
+    """Re-resolve one package (or all) to the newest versions its lines allow:
+    a new lock under a new hash, and a recycle; `changed` False when nothing
+    is newer. PackageNotInRequirements when `name` is not in the lock."""
+    if name is not None:
+        lock = stored_lock(current_requirements()["hash"])
+        if lock is None or lock.find(name) is None:
+            raise PackageNotInRequirements(name)
+
+    def attempt() -> InstallResult:
+        current = read_store_requirements() or _empty()
+        result = upgraded(current["content"], stored_lock(current["hash"]),
+                          None if name is None else [name])
+        if result is None:
+            return InstallResult(content=current["content"], hash=current["hash"], changed=False)
+        content, _lock = result
+        saved = save_requirements_sync(content, current["hash"], f"upgrade {name or 'all'}")
+        return InstallResult(content=saved["content"], hash=saved["hash"], changed=True)
+
+    outcome = _retrying(attempt)
+    if outcome["changed"]:
+        _recycle(f"upgrade {name or 'all'}")
+    return outcome

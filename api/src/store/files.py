@@ -11,14 +11,11 @@ from sqlalchemy import CursorResult, Result, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from src.foundation.hashing import sha256_hex
+from src.foundation.hashing import EMPTY_HASH, sha256_hex
 from src.store.models import RequirementsChange, WorkspaceFile, utc_now
+from src.store.upsert import dialect_insert
 
 REQUIREMENTS_PATH = "requirements.txt"
-
-
-# The hash of requirements.txt before it was ever written: an empty file.
-EMPTY_HASH = sha256_hex("")
 
 
 def entity_type_for(path: str) -> str:
@@ -50,8 +47,7 @@ def _file_values(path: str, content: str) -> dict[str, Any]:
 def _insert(session: Session, path: str, content: str) -> postgresql.Insert | sqlite.Insert:
     """INSERT of a file row in the dialect of the session, for ON CONFLICT clauses
     (both PostgreSQL and SQLite have them, with the same spelling)."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return dialect.insert(WorkspaceFile).values(path=path, **_file_values(path, content))
+    return dialect_insert(session, WorkspaceFile).values(path=path, **_file_values(path, content))
 
 
 def _rowcount(result: Result[Any]) -> int:
@@ -140,19 +136,15 @@ def compare_and_set_requirements(
     """Write requirements.txt if its hash is still `expected_hash` (sha256 of ""
     when there is no file yet), and record the change in the history.
 
-    `expected_hash=None` writes unconditionally. Raises RequirementsConflict,
-    changing nothing, when the hash differs. Returns (content, new hash).
+    `expected_hash=None` replaces whatever the file holds when it is read here
+    (its hash goes into the history). Raises RequirementsConflict, changing
+    nothing, when the hash differs; with `expected_hash=None` that means
+    another writer landed between that read and the swap. One attempt: the
+    caller decides whether to try again (src.services.packages does, bounded).
+    Returns (content, new hash).
     """
-    while True:
-        expected = expected_hash if expected_hash is not None else _requirements_hash(session)
-        try:
-            old_hash = _swap_requirements(session, content, expected or EMPTY_HASH)
-            break
-        except RequirementsConflict:
-            if expected_hash is not None:
-                raise
-            # An unconditional write lost a race between reading the hash (for
-            # the history) and swapping: read again.
+    expected = expected_hash if expected_hash is not None else _requirements_hash(session)
+    old_hash = _swap_requirements(session, content, expected or EMPTY_HASH)
     new_hash = sha256_hex(content)
     session.add(
         RequirementsChange(old_hash=old_hash, new_hash=new_hash, content=content, change=change)

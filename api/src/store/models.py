@@ -88,3 +88,15 @@ class FleetManifest(Base):
     requirements_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     filenames: Mapped[str] = mapped_column(Text)  # a JSON list of FleetWheel filenames
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class RequirementsLock(Base):
+    """The lock of one requirements hash: the exact versions and hashes that
+    requirements.txt resolved to, written once by the first writer and never
+    changed, so that every host installs the same thing for that hash."""
+
+    __tablename__ = "requirements_locks"
+
+    requirements_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)  # `Lock.text()`, parsed by the reader
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

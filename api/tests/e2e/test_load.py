@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.test_packages_e2e import StackFactory
+from tests.support.wheels import build_wheel
 
 MARK = ("def main(token, log):\n"
         "    with open(log, 'a') as f:\n"
@@ -17,7 +18,10 @@ MARK = ("def main(token, log):\n"
 
 
 def test_fifty_concurrent_installs_over_http_keep_all_fifty(make_stack: StackFactory) -> None:
-    stack = make_stack(pools=0).start(wait=False)
+    stack = make_stack(pools=0)
+    for i in range(50):  # every write resolves its lock: the index has them all
+        build_wheel(stack.wheelhouse, f"load-pkg-{i}", "1.0")
+    stack.start(wait=False)
     base, headers = str(stack.client.base_url), dict(stack.client.headers)
 
     def install(i: int) -> int:

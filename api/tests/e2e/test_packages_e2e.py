@@ -1,4 +1,4 @@
-"""Phase 5, end to end: install through the API, execute, recycle, restart with
+"""Packages end to end: install through the API, execute, recycle, restart with
 nothing left but the store, and execute again, through the real processes
 (`bifrost init`, `bifrost api`, `bifrost worker`) over HTTP.
 """

@@ -46,13 +46,17 @@ class Stack:
         workers_per_pool: int = 2,
         token: str = "e2e-admin-token-5f1c0d9a",
         extra_env: dict[str, str] | None = None,
+        pool_env: list[dict[str, str]] | None = None,
     ) -> None:
+        """`pool_env`: per pool, what its environment adds (e.g. a packages dir
+        and a host name of its own, as a pool on another machine has)."""
         self.root = root
         self.redis_url = redis_url
         self.pools = pools
         self.workers_per_pool = workers_per_pool
         self.token = token
         self.extra_env = extra_env or {}
+        self.pool_env = pool_env or [{} for _ in range(pools)]
         self.data_dir = root / "data"
         self.wheelhouse = root / "wheelhouse"
         self.logs_dir = root / "logs"
@@ -146,7 +150,7 @@ class Stack:
         for index in range(self.pools):
             self.pool_processes.append(self._popen(
                 f"pool-{index}", ["worker", *args] if module == "src.cli" else args,
-                worker_env, module,
+                worker_env | self.pool_env[index], module,
             ))
 
     def stop_pools(self) -> None:

@@ -1,4 +1,7 @@
-"""`/api/packages`: install or remove one package, list what is installed."""
+"""`/api/packages`: install, remove or upgrade packages; what runs where;
+what is outdated. Every write resolves the whole set into a lock first (422
+when it cannot be resolved, 503 when the index cannot be reached: nothing
+changes then)."""
 
 from __future__ import annotations
 
@@ -27,18 +30,50 @@ class InstalledOut(BaseModel):
     version: str
 
 
+class HostOut(BaseModel):
+    host: str
+    workers: int
+    installed: list[InstalledOut]
+    matches_lock: bool
+
+
 class PackagesOut(BaseModel):
     requirements: list[str]
+    hash: str
+    lock: list[str]
+    hosts: list[HostOut]
     installed: list[InstalledOut]
+
+
+class OutdatedOut(BaseModel):
+    line: str
+    name: str
+    locked: str | None
+    newest_allowed: str | None
+    newest: str | None
+
+
+class UpgradeIn(StrictRequest):
+    package: str | None = None  # None: every package
 
 
 @router.get("", response_model=PackagesOut)
 def list_packages() -> PackagesOut:
-    listing = packages.list_packages()
-    return PackagesOut(
-        requirements=listing["requirements"],
-        installed=[InstalledOut(**dist) for dist in listing["installed"]],
-    )
+    return PackagesOut.model_validate(packages.list_packages())
+
+
+@router.get("/outdated", response_model=list[OutdatedOut])
+def outdated() -> list[OutdatedOut]:
+    return [OutdatedOut.model_validate(item, from_attributes=True)
+            for item in packages.outdated_packages()]
+
+
+@router.post("/upgrade", response_model=InstallOut)
+def upgrade(body: UpgradeIn) -> InstallOut:
+    try:
+        return InstallOut(**packages.upgrade_packages(body.package))
+    except packages.PackageNotInRequirements as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
 
 
 @router.post("/install", response_model=InstallOut)

@@ -58,213 +58,50 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from src.foundation.hardening import prctl
+from src.services.execution.landlock import (
+    _FILE_RIGHTS,
+    _PR_SET_NO_NEW_PRIVS,
+    _SYS_LANDLOCK_CREATE_RULESET,
+    _SYS_LANDLOCK_RESTRICT_SELF,
+    ACCESS_FS_READ_DIR,
+    READ,
+    WRITE,
+    ConfinementError,
+    _PathBeneathAttr,
+    _ruleset_attr_size,
+    _RulesetAttr,
+    _sys_create_ruleset,
+    _sys_restrict_self,
+    add_rule,
+    drop_capabilities,
+    errno_error,
+    handled_fs_rights,
+    handled_scopes,
+    landlock_abi,
+    unavailable,
+    warn_once,
+)
+from src.services.execution.sandbox_grants import (
+    SAFE_DEVICES,
+    Grant,
+    device_grants,
+    forbidden_objects,
+    hidden_paths,
+    is_beneath,
+    plan_grants,
+)
 
 logger = logging.getLogger(__name__)
 
-# Syscall numbers: the same on every architecture (the unified table).
-_SYS_LANDLOCK_CREATE_RULESET = 444
-_SYS_LANDLOCK_ADD_RULE = 445
-_SYS_LANDLOCK_RESTRICT_SELF = 446
-_LANDLOCK_CREATE_RULESET_VERSION = 1 << 0
-_LANDLOCK_RULE_PATH_BENEATH = 1
-
-_PR_SET_NO_NEW_PRIVS = 38
-_LINUX_CAPABILITY_VERSION_3 = 0x20080522
-
-# Filesystem access rights (include/uapi/linux/landlock.h), by the ABI that added them.
-ACCESS_FS_EXECUTE = 1 << 0
-ACCESS_FS_WRITE_FILE = 1 << 1
-ACCESS_FS_READ_FILE = 1 << 2
-ACCESS_FS_READ_DIR = 1 << 3
-ACCESS_FS_REMOVE_DIR = 1 << 4
-ACCESS_FS_REMOVE_FILE = 1 << 5
-ACCESS_FS_MAKE_CHAR = 1 << 6
-ACCESS_FS_MAKE_DIR = 1 << 7
-ACCESS_FS_MAKE_REG = 1 << 8
-ACCESS_FS_MAKE_SOCK = 1 << 9
-ACCESS_FS_MAKE_FIFO = 1 << 10
-ACCESS_FS_MAKE_BLOCK = 1 << 11
-ACCESS_FS_MAKE_SYM = 1 << 12
-ACCESS_FS_REFER = 1 << 13  # ABI 2
-ACCESS_FS_TRUNCATE = 1 << 14  # ABI 3
-ACCESS_FS_IOCTL_DEV = 1 << 15  # ABI 5
-# Scopes (ABI 6).
-SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
-SCOPE_SIGNAL = 1 << 1
-
-_FS_ABI_1 = (1 << 13) - 1  # EXECUTE .. MAKE_SYM
-# Rights a rule on a file (not a directory) may carry.
-_FILE_RIGHTS = (ACCESS_FS_EXECUTE | ACCESS_FS_WRITE_FILE | ACCESS_FS_READ_FILE
-                | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV)
-
-READ = ACCESS_FS_EXECUTE | ACCESS_FS_READ_FILE | ACCESS_FS_READ_DIR
-# Everything a scratch dir needs; never device nodes.
-WRITE = (READ | ACCESS_FS_WRITE_FILE | ACCESS_FS_REMOVE_DIR | ACCESS_FS_REMOVE_FILE
-         | ACCESS_FS_MAKE_DIR | ACCESS_FS_MAKE_REG | ACCESS_FS_MAKE_SOCK | ACCESS_FS_MAKE_FIFO
-         | ACCESS_FS_MAKE_SYM | ACCESS_FS_REFER | ACCESS_FS_TRUNCATE)
-DEVICE = ACCESS_FS_READ_FILE | ACCESS_FS_WRITE_FILE | ACCESS_FS_TRUNCATE | ACCESS_FS_IOCTL_DEV
-
-DEV = Path("/dev")
-# The devices an execution may open; /dev/shm is writable like a scratch dir.
-SAFE_DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
-
-
-class ConfinementError(RuntimeError):
-    """Landlock is there but refused the policy, or the capabilities could not be
-    dropped: the execution must not run."""
-
-
-class _RulesetAttr(ctypes.Structure):
-    _fields_ = [("handled_access_fs", ctypes.c_uint64),  # ABI 1
-                ("handled_access_net", ctypes.c_uint64),  # ABI 4
-                ("scoped", ctypes.c_uint64)]  # ABI 6
-
-
-class _PathBeneathAttr(ctypes.Structure):
-    _pack_ = 1  # __attribute__((packed)): 12 bytes
-    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                ("inheritable", ctypes.c_uint32)]
-
-
-def _syscall_function(*argtypes: type) -> Callable[..., int]:
-    """libc's syscall(2) with fixed argument types: one prototype per call shape,
-    so a call converts plain ints without building ctypes objects."""
-    function = ctypes.CDLL(None, use_errno=True)["syscall"]
-    function.restype = ctypes.c_long
-    function.argtypes = [ctypes.c_long, *argtypes]
-    return function
-
-
-# landlock_create_ruleset(attr, size, flags)
-_sys_create_ruleset = _syscall_function(ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint32)
-# landlock_add_rule(ruleset_fd, rule_type, rule_attr, flags)
-_sys_add_rule = _syscall_function(ctypes.c_int, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint32)
-# landlock_restrict_self(ruleset_fd, flags)
-_sys_restrict_self = _syscall_function(ctypes.c_int, ctypes.c_uint32)
-_capset = ctypes.CDLL(None, use_errno=True)["capset"]
-_capset.restype = ctypes.c_int
-_capset.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
-# capset(2) arguments for "no capabilities at all": built once, only read.
-_CAP_HEADER = _CapHeader(version=_LINUX_CAPABILITY_VERSION_3, pid=0)
-_NO_CAPABILITIES = (_CapData * 2)()
-
-
-def _errno_error(what: str) -> OSError:
-    error = ctypes.get_errno()
-    return OSError(error, f"{what}: {os.strerror(error)}")
-
-
-def landlock_abi() -> int:
-    """The Landlock ABI version of the running kernel; 0 when it has none, it
-    is disabled, or a seccomp policy hides it."""
-    version = _sys_create_ruleset(_SYS_LANDLOCK_CREATE_RULESET, None, 0,
-                                  _LANDLOCK_CREATE_RULESET_VERSION)
-    return max(int(version), 0)
-
-
-def handled_fs_rights(abi: int) -> int:
-    """Every filesystem right the ABI knows: all of them are handled, so none
-    is left open by default."""
-    if abi < 1:
-        return 0
-    rights = _FS_ABI_1
-    if abi >= 2:
-        rights |= ACCESS_FS_REFER
-    if abi >= 3:
-        rights |= ACCESS_FS_TRUNCATE
-    if abi >= 5:
-        rights |= ACCESS_FS_IOCTL_DEV
-    return rights
-
-
-def handled_scopes(abi: int) -> int:
-    """What a domain is scoped to: its own signals and abstract UNIX sockets."""
-    return SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
-
-
-def _ruleset_attr_size(abi: int) -> int:
-    """Only the fields the ABI knows (an older kernel refuses a longer struct)."""
-    if abi >= 6:
-        return 24
-    if abi >= 4:
-        return 16
-    return 8
-
-
-@dataclass(frozen=True)
-class Grant:
-    """Rights over a path and everything beneath it."""
-
-    path: Path
-    access: int
-
-
-def plan_grants(data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = ()) -> list[Grant]:
-    """The static part of the policy: read and execute everywhere but beneath
-    the data dir (and the `hidden` dirs), the packages dir read-only, the
-    safe devices, /dev/shm."""
-    hidden_paths = _hidden_paths(data_dir, hidden)
-    packages_dir = Path(os.path.realpath(packages_dir))
-    grants: list[Grant] = []
-    _grant_around(Path("/"), hidden_paths, grants)
-    if not any(_is_within(path, packages_dir) for path in hidden_paths):
-        grants.append(Grant(packages_dir, READ))
-    return grants
-
-
-def _hidden_paths(data_dir: Path, hidden: Sequence[Path]) -> set[Path]:
-    paths = {Path(os.path.realpath(path)) for path in (data_dir, *hidden)}
-    if Path("/") in paths:
-        raise ValueError("the data dir cannot be / (nothing would be left to read)")
-    return paths
-
-
-def _grant_around(level: Path, hidden: set[Path], grants: list[Grant]) -> None:
-    """Grant every entry of the directory `level` but the hidden ones, going
-    down into each entry that leads to a hidden path instead of granting it."""
-    leading = {path.relative_to(level).parts[0] for path in hidden if level in path.parents}
-    try:
-        names = sorted(os.listdir(level))
-    except OSError:
-        return  # not made yet (nothing beneath it to hide), or not ours to list
-    for name in names:
-        path = level / name
-        if name in leading:
-            if path not in hidden:
-                _grant_around(path, hidden, grants)
-        else:
-            grants += _device_grants() if path == DEV else [Grant(path, READ)]
-
-
-def _device_grants() -> list[Grant]:
-    return [
-        Grant(DEV, ACCESS_FS_READ_DIR),
-        *(Grant(DEV / name, DEVICE) for name in SAFE_DEVICES),
-        Grant(DEV / "pts", DEVICE | ACCESS_FS_READ_DIR),
-        Grant(DEV / "shm", WRITE),
-    ]
-
-
-def _is_within(path: Path, parent: Path) -> bool:
-    """Whether `parent` is `path` or one of its ancestors."""
-    return path == parent or parent in path.parents
+__all__ = ["ACCESS_FS_READ_DIR", "SAFE_DEVICES", "Confinement", "ConfinementError",
+           "build_confinement", "plan_grants"]
 
 
 class Confinement:
@@ -290,12 +127,12 @@ class Confinement:
                  scratch_root: Path | None = None) -> None:
         self.data_dir = Path(os.path.realpath(data_dir))
         self.packages_dir = Path(os.path.realpath(packages_dir))
-        self.hidden = sorted(_hidden_paths(self.data_dir, hidden))
+        self.hidden = sorted(hidden_paths(self.data_dir, hidden))
         self.scratch_root = Path(os.path.realpath(scratch_root)) if scratch_root else None
         self.abi = landlock_abi()
         self.granted: list[Grant] = []
         allowed = [self.packages_dir, *([self.scratch_root] if self.scratch_root else [])]
-        self._forbidden = _forbidden_objects(set(self.hidden), allowed)
+        self._forbidden = forbidden_objects(set(self.hidden), allowed)
         everything = handled_fs_rights(self.abi)
         self._static_attr = _RulesetAttr(handled_access_fs=everything, handled_access_net=0,
                                          scoped=handled_scopes(self.abi))
@@ -305,7 +142,7 @@ class Confinement:
         self._attr = self._static_attr
         held: list[_PathBeneathAttr] = []
         if not self.available:
-            _warn_once("Landlock is not available in this kernel (or a seccomp policy hides "
+            warn_once("Landlock is not available in this kernel (or a seccomp policy hides "
                        "it): executions run without filesystem confinement")
         elif self.scratch_root is None:
             held = self._open_rules(plan_grants(self.data_dir, self.packages_dir, self.hidden))
@@ -313,7 +150,7 @@ class Confinement:
             self._static_ruleset = self._build_static_layer()
             writing = everything & ~READ
             self._attr = _RulesetAttr(handled_access_fs=writing, handled_access_net=0, scoped=0)
-            held = self._open_rules(_device_grants(), granted=False)
+            held = self._open_rules(device_grants(), granted=False)
         # One contiguous table the kernel reads the rules from: a forked child
         # walks it without touching (and so copying) many small Python objects.
         self._table = (_PathBeneathAttr * len(held))(*held)
@@ -328,7 +165,7 @@ class Confinement:
                                           ctypes.addressof(self._static_attr),
                                           _ruleset_attr_size(self.abi), 0))
         if ruleset < 0:
-            raise _errno_error("landlock_create_ruleset")
+            raise errno_error("landlock_create_ruleset")
         try:
             grants = plan_grants(self.data_dir, self.packages_dir, self.hidden)
             for grant in [*grants, Grant(self.scratch_root, WRITE)]:
@@ -336,7 +173,7 @@ class Confinement:
                 if rule is None:
                     continue
                 try:
-                    _add_rule(ruleset, ctypes.addressof(rule))
+                    add_rule(ruleset, ctypes.addressof(rule))
                 finally:
                     os.close(rule.parent_fd)
                 self.granted.append(Grant(grant.path, rule.allowed_access))
@@ -412,25 +249,25 @@ class Confinement:
         if (info.st_dev, info.st_ino) in self._forbidden:
             raise ConfinementError(f"the scratch dir {scratch_dir} is (or holds) the data dir")
         if self._static_ruleset is not None:
-            if not _is_beneath(scratch, self._scratch_root_id):
+            if not is_beneath(scratch, self._scratch_root_id):
                 raise ConfinementError(
                     f"the scratch dir {scratch_dir} is not in the scratch root {self.scratch_root}")
             if _sys_restrict_self(_SYS_LANDLOCK_RESTRICT_SELF, self._static_ruleset, 0) < 0:
-                return _unavailable("landlock_restrict_self")
+                return unavailable("landlock_restrict_self")
         ruleset = int(_sys_create_ruleset(_SYS_LANDLOCK_CREATE_RULESET,
                                           ctypes.addressof(self._attr),
                                           _ruleset_attr_size(self.abi), 0))
         if ruleset < 0:
-            return _unavailable("landlock_create_ruleset")
+            return unavailable("landlock_create_ruleset")
         try:
             base, size = ctypes.addressof(self._table), ctypes.sizeof(_PathBeneathAttr)
             for index in range(len(self._table)):
-                _add_rule(ruleset, base + index * size)
+                add_rule(ruleset, base + index * size)
             rule = _PathBeneathAttr(allowed_access=WRITE & self._attr.handled_access_fs,
                                     parent_fd=scratch)
-            _add_rule(ruleset, ctypes.addressof(rule))
+            add_rule(ruleset, ctypes.addressof(rule))
             if _sys_restrict_self(_SYS_LANDLOCK_RESTRICT_SELF, ruleset, 0) < 0:
-                return _unavailable("landlock_restrict_self")
+                return unavailable("landlock_restrict_self")
         finally:
             os.close(ruleset)
         return True
@@ -454,80 +291,3 @@ def build_confinement(data_dir: Path, packages_dir: Path, hidden: Sequence[Path]
     except (OSError, ValueError, ConfinementError) as exc:
         logger.error("executions cannot be confined: %s", exc)
         return None
-
-
-def _is_beneath(fd: int, ancestor: tuple[int, int], most: int = 64) -> bool:
-    """Whether the directory `fd` lies beneath the directory (device, inode)
-    `ancestor`, going up through ".." (no path strings: a few syscalls)."""
-    flags = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-    current = os.open("..", flags, dir_fd=fd)
-    previous: tuple[int, int] | None = None
-    try:
-        for _ in range(most):
-            info = os.fstat(current)
-            identity = (info.st_dev, info.st_ino)
-            if identity == ancestor:
-                return True
-            if identity == previous:
-                return False  # "/" is its own parent
-            previous = identity
-            parent = os.open("..", flags, dir_fd=current)
-            os.close(current)
-            current = parent
-        return False
-    finally:
-        os.close(current)
-
-
-def _add_rule(ruleset: int, rule_address: int) -> None:
-    if _sys_add_rule(_SYS_LANDLOCK_ADD_RULE, ruleset, _LANDLOCK_RULE_PATH_BENEATH,
-                     rule_address, 0) < 0:
-        raise ConfinementError(str(_errno_error("landlock_add_rule")))
-
-
-def _unavailable(call: str) -> bool:
-    """False, with a warning, when Landlock is missing or forbidden; raise otherwise."""
-    error = _errno_error(call)
-    if error.errno in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-        _warn_once(f"Landlock refused ({error}): this execution runs without "
-                   "filesystem confinement")
-        return False
-    raise ConfinementError(str(error))
-
-
-def _forbidden_objects(hidden: set[Path], allowed: list[Path]) -> set[tuple[int, int]]:
-    """(device, inode) of the hidden dirs, their ancestors and their entries
-    (but those holding an `allowed` path: the packages dir, the scratch root):
-    a rule on any of them would open what is hidden."""
-    paths: set[Path] = set()
-    for path in hidden:
-        paths.update((path, *path.parents))
-        with contextlib.suppress(OSError):  # not made yet, or not a directory
-            paths.update(entry for entry in path.iterdir()
-                         if not any(_is_within(kept, entry) for kept in allowed))
-    forbidden: set[tuple[int, int]] = set()
-    for path in paths:
-        try:
-            info = os.stat(path, follow_symlinks=False)
-        except OSError:
-            continue
-        forbidden.add((info.st_dev, info.st_ino))
-    return forbidden
-
-
-def drop_capabilities() -> None:
-    """Empty this process's effective, permitted and inheritable capability sets
-    (the ambient set follows). With no_new_privs set, nothing it executes gets
-    any back, so a root uid keeps only its file permissions."""
-    if _capset(ctypes.addressof(_CAP_HEADER), ctypes.addressof(_NO_CAPABILITIES)) != 0:
-        raise ConfinementError(str(_errno_error("capset")))
-
-
-_warned = False
-
-
-def _warn_once(message: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        logger.warning(message)

@@ -1,4 +1,4 @@
-"""Worker process: install the requirements, then run work items (phase 4).
+"""Worker process: install the requirements, then run work items.
 
 Start-up order, as every worker process runs it:
 
@@ -25,19 +25,18 @@ import importlib
 import logging
 import os
 import queue
-import shutil
-import signal
-import subprocess  # noqa: F401  # patched by the seed's tests (see below)
+import subprocess  # noqa: F401  # a patch point of the start-up tests (see below)
 import sys
 import tempfile  # noqa: F401
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol
 
-# The seed's tests patch `simple_worker.redis.from_url`, `.subprocess.run`,
-# `.time.sleep` and `.tempfile.NamedTemporaryFile`: the same module objects the
-# requirements cache and the install engine call through.
+# The start-up tests in tests/unit/execution/test_simple_worker.py (their
+# first section is fixed by the worker start-up spec) patch
+# `simple_worker.redis.from_url`, `.subprocess.run`, `.time.sleep` and
+# `.tempfile.NamedTemporaryFile`: the same module objects the requirements
+# cache and the install engine call through.
 import redis
 
 from src.core.requirements_cache import cached_hash, get_requirements_sync
@@ -48,8 +47,13 @@ from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
 from src.services.execution.execution_process import Limits, _timeout_of
 from src.services.execution.protocol import WorkerInstalling, WorkerReady
-from src.services.execution.template import Template, template_setup
+from src.services.execution.template_handle import (
+    Template,
+    remove_scratch_of_dead_workers,
+    template_setup,
+)
 from src.services.execution.virtual_import import prefetch_workspace
+from src.services.execution.worker_signals import Flag, PoolWatch, on_cancel, on_stop, restore
 from src.services.installer.engine import InstallStopped, ensure_environment, install_outcome
 from src.services.installer.outcome import WHOLE_INSTALL, FailedPackage, InstallOutcome
 
@@ -98,32 +102,37 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
             logger.info("[%s] No cached requirements.txt found", worker_id)
             # Nothing anywhere is an empty requirements.txt: the worker is current.
             return install_outcome(started, sha256_hex(""), skipped=True)
-        content = cached["content"]
-        if not content.strip():
+        if not cached["content"].strip():
             logger.info("[%s] Cached requirements.txt is empty", worker_id)
             return install_outcome(started, cached["hash"], skipped=True)
-        logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
-        try:
-            outcome, environment = ensure_environment(
-                content, cached["hash"], worker_id, should_stop=_Superseded(cached["hash"]))
-        except InstallStopped as stopped:
-            logger.warning("[%s] Install stopped: %s", worker_id, stopped)
-            failed = FailedPackage(package=WHOLE_INSTALL, error=f"install stopped: {stopped}")
-            return install_outcome(started, cached["hash"], ok=False, failed=[failed])
-        if environment is not None and str(environment) not in sys.path:
-            # After the platform's site-packages: user packages never shadow it.
-            sys.path.append(str(environment))
-            importlib.invalidate_caches()
-        _log_outcome(worker_id, content, outcome)
-        return outcome
+        return _install(worker_id, cached["content"], cached["hash"], started)
     except Exception as exc:
         logger.warning("[%s] Failed to install requirements: %s", worker_id, exc)
         failed = FailedPackage(package=WHOLE_INSTALL, error=str(exc)[-2000:])
         return install_outcome(started, None, ok=False, failed=[failed])
 
 
+def _install(worker_id: str, content: str, requirements_hash: str,
+             started: float) -> InstallOutcome:
+    """Have the install engine make this hash's environment, then put it on `sys.path`."""
+    logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
+    try:
+        outcome, environment = ensure_environment(
+            content, requirements_hash, worker_id, should_stop=_Superseded(requirements_hash))
+    except InstallStopped as stopped:
+        logger.warning("[%s] Install stopped: %s", worker_id, stopped)
+        failed = FailedPackage(package=WHOLE_INSTALL, error=f"install stopped: {stopped}")
+        return install_outcome(started, requirements_hash, ok=False, failed=[failed])
+    if environment is not None and str(environment) not in sys.path:
+        # After the platform's site-packages: user packages never shadow it.
+        sys.path.append(str(environment))
+        importlib.invalidate_caches()
+    _log_outcome(worker_id, content, outcome)
+    return outcome
+
+
 # The running worker's stop flag (SIGTERM: it is retiring), for the install to see.
-_STOP: _StopFlag | None = None
+_STOP: Flag | None = None
 # How often a running install asks Redis whether its hash is still the current one.
 SUPERSEDED_CHECK_SECONDS = 1.0
 
@@ -197,23 +206,13 @@ def _configure_logging(worker_id: str) -> None:
     )
 
 
-class _StopFlag:
-    """SIGTERM sets it; the loop finishes the item in hand, then exits."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def request(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
-
-
 def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) -> None:
     """Entry point of a worker process (see the module docstring for the order)."""
     _configure_logging(worker_id)
     _scrub_environment()
     global _STOP
-    stop = _STOP = _StopFlag()
-    previous = _install_signal_handlers(stop)
+    stop = _STOP = Flag()
+    previous = on_stop(stop)
     try:
         _add_packages_dir_to_path()
 
@@ -236,7 +235,7 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
         logger.info("[%s] Startup: ready for work", worker_id)
         _work_loop(work_queue, result_queue, worker_id, stop, install)
     finally:
-        _restore_signal_handlers(previous)
+        restore(previous)
     logger.info("[%s] Stopped", worker_id)
 
 
@@ -244,20 +243,20 @@ def _work_loop(
     work_queue: Inbox,
     result_queue: Outbox,
     worker_id: str,
-    stop: _StopFlag,
+    stop: Flag,
     install: InstallOutcome,
 ) -> None:
     template, limits = _template(worker_id, install)
-    cancel = _CancelFlag()
-    previous = _on_cancel(cancel)
-    parent = os.getppid()
+    cancel = Flag()
+    previous = on_cancel(cancel)
+    pool = PoolWatch(_POOL_PID)
     try:
         template.start()
         while not stop.requested:
             try:
                 item = work_queue.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if _pool_gone(parent):  # the pool was killed: nobody to answer
+                if pool.pool_gone():  # the pool was killed: nobody to answer
                     logger.warning("[%s] Pool process gone; exiting", worker_id)
                     return
                 continue
@@ -269,18 +268,7 @@ def _work_loop(
                                           lambda: cancel.requested))
     finally:
         template.close()
-        if previous is not None:
-            signal.signal(signal.SIGUSR1, previous)
-
-
-class _CancelFlag:
-    """SIGUSR1 from the pool sets it: cancel the execution in hand."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def request(self, signum: int, frame: FrameType | None) -> None:
-        self.requested = True
+        restore(previous)
 
 
 def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits]:
@@ -292,29 +280,10 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
                     max_result_bytes=settings.max_result_bytes,
                     memory_mb=settings.execution_memory_mb)
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
-    _remove_scratch_of_dead_workers(scratch_root.parent)
+    remove_scratch_of_dead_workers(scratch_root.parent)
     setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
                            settings.packages_dir)
     return Template(worker_id, setup), limits
-
-
-def _remove_scratch_of_dead_workers(scratch_dir: Path) -> None:
-    """Scratch roots are named `<pid>-<worker id>`; a killed worker cannot
-    remove its own, so whoever starts next does."""
-    if not scratch_dir.is_dir():
-        return
-    for root in scratch_dir.iterdir():
-        pid = root.name.split("-", 1)[0]
-        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(root, ignore_errors=True)
-
-
-def _on_cancel(cancel: _CancelFlag) -> Any:
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGUSR1, cancel.request)
 
 
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
@@ -336,41 +305,5 @@ def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
     run_worker_process(work_queue, result_queue, worker_id)
 
 
-# The pool this worker answers to (workers descend from its forkserver, so
-# their parent is not the pool); None when run without one.
+# The pool this worker answers to; None when run without one.
 _POOL_PID: int | None = None
-
-
-def _pool_gone(parent: int) -> bool:
-    if os.getppid() != parent:
-        return True
-    if _POOL_PID is None:
-        return False
-    try:
-        os.kill(_POOL_PID, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-_Handlers = dict[int, Any]
-
-
-def _install_signal_handlers(stop: _StopFlag) -> _Handlers:
-    """SIGTERM stops after the item in hand; SIGINT (a Ctrl-C sent to the whole
-    process group) is left to the pool, which stops its workers in order."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {
-        signal.SIGTERM: signal.signal(signal.SIGTERM, stop.request),
-        signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
-    }
-
-
-def _restore_signal_handlers(previous: _Handlers) -> None:
-    for signum, handler in previous.items():
-        signal.signal(signum, handler)

@@ -21,6 +21,7 @@ Between the two, a socket pair carries length-prefixed frames:
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
 die with it.
 
+The worker's side is `template_handle.py`; the frames are `frames.py`.
 Run as `python -m src.services.execution.template FD`.
 """
 
@@ -31,163 +32,24 @@ import logging
 import select
 import signal
 import socket
-import struct
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from src.foundation.hardening import harden_process
-from src.services.execution.execution_process import (
-    _PR_SET_PDEATHSIG,
-    ExecutionRunner,
-    Limits,
-    _prctl,
-    become_subreaper,
-)
-from src.services.execution.protocol import WorkOrder, WorkResult
-from src.services.execution.results import failure
-from src.services.installer.outcome import InstallOutcome
+from src.services.execution.execution_process import ExecutionRunner, Limits
+from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.processes import become_subreaper, die_with_parent
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct("!Q")
 # How often an idle template looks for processes an execution left behind.
 IDLE_SECONDS = 0.5
-# A template that has not answered this long after the execution's deadline is stuck.
-ANSWER_GRACE_SECONDS = 5.0
-START_SECONDS = 30.0
-
-
-def send_frame(sock: socket.socket, data: bytes) -> None:
-    sock.sendall(_HEADER.pack(len(data)) + data)
-
-
-def recv_frame(sock: socket.socket) -> bytes | None:
-    """One frame; None at end of file."""
-    header = _recv_exactly(sock, _HEADER.size)
-    if header is None:
-        return None
-    (size,) = _HEADER.unpack(header)
-    return _recv_exactly(sock, size)
-
-
-def _recv_exactly(sock: socket.socket, size: int) -> bytes | None:
-    chunks: list[bytes] = []
-    while size:
-        chunk = sock.recv(min(size, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-# --- the worker's side ------------------------------------------------------------
-
-
-class Template:
-    """The worker's handle on its template process (started on first use,
-    started again if it dies)."""
-
-    def __init__(self, worker_id: str, setup: dict[str, Any]) -> None:
-        self.worker_id = worker_id
-        self.setup = setup
-        self.process: subprocess.Popen[bytes] | None = None
-        self.sock: socket.socket | None = None
-
-    def start(self) -> None:
-        mine, theirs = socket.socketpair()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "src.services.execution.template", str(theirs.fileno())],
-            pass_fds=(theirs.fileno(),), cwd=Path(__file__).resolve().parents[3],
-            stdin=subprocess.DEVNULL,
-        )
-        theirs.close()
-        self.sock = mine
-        send_frame(mine, json.dumps(self.setup).encode())
-
-    def run(self, order: WorkOrder, workspace: dict[str, Any], timeout: float,
-            cancelled: Any) -> WorkResult:
-        """The outcome of `order`; `cancelled()` is asked while it runs."""
-        started = time.monotonic()
-        if self.process is None or self.process.poll() is not None:
-            self.restart()
-        assert self.sock is not None and self.process is not None
-        payload: bytes | None
-        try:
-            send_frame(self.sock, json.dumps({"order": order, "workspace": workspace}).encode())
-            payload = self._answer(str(order.get("id", "")),
-                                   started + timeout + ANSWER_GRACE_SECONDS, cancelled)
-        except OSError:
-            payload = None
-        if payload is None:
-            code = self._stop()
-            payload = failure(f"WorkerDied: the execution template exited (code {code}) "
-                              "during the execution", int((time.monotonic() - started) * 1000))
-        return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
-                          payload=payload)
-
-    def _answer(self, order_id: str, deadline: float, cancelled: Any) -> bytes | None:
-        assert self.sock is not None and self.process is not None
-        forwarded = False
-        while True:
-            if not forwarded and cancelled():
-                forwarded = True
-                send_frame(self.sock, json.dumps({"cancel": order_id}).encode())
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self.sock], [], [], min(0.1, remaining))
-            if ready:
-                return recv_frame(self.sock)
-
-    def restart(self) -> None:
-        self._stop()
-        self.start()
-
-    def _stop(self) -> int | None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.kill()
-        code = self.process.wait()
-        self.process = None
-        return code
-
-    def close(self) -> None:
-        """Let the template end (end of file on its socket), then make sure."""
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-        if self.process is not None:
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-            self.process = None
-
-
-def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limits,
-                   scratch_root: Path, data_dir: Path, packages_dir: Path) -> dict[str, Any]:
-    return {"worker_id": worker_id, "install": install, "sys_path": sys.path,
-            "limits": {"timeout": limits.timeout, "max_result_bytes": limits.max_result_bytes,
-                       "memory_mb": limits.memory_mb},
-            "scratch_root": str(scratch_root), "data_dir": str(data_dir),
-            "packages_dir": str(packages_dir)}
-
-
-# --- the template's side ------------------------------------------------------------
 
 
 def main(fd: int) -> None:
-    _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker is gone: so are we
+    die_with_parent()  # the worker is gone: so are we
     harden_process()
     become_subreaper()
     sock = socket.socket(fileno=fd)

@@ -1,8 +1,20 @@
-"""The installer's command line: uv (the default) or pip, into a target dir.
+"""The installer's command line and environment: uv (the default) or pip, into a target dir.
 
 Both get the operator's index settings (`PIP_INDEX_URL`, `PIP_EXTRA_INDEX_URL`,
-`PIP_FIND_LINKS`, `PIP_NO_INDEX`): pip reads them from the environment itself,
-uv is given them as flags, since it reads only its own `UV_*` variables.
+`PIP_FIND_LINKS`, `PIP_NO_INDEX`). pip reads them from its environment itself.
+uv reads only its own variables, so its environment gets the matching ones
+(`UV_INDEX_URL`, `UV_EXTRA_INDEX_URL`, `UV_FIND_LINKS`), each only where the
+operator has not set that `UV_*` variable already: the operator's own uv
+settings win. uv has no variable for `--no-index`, so that one stays a flag.
+
+Local wheel directories (the fleet cache's) are `--find-links` flags for pip;
+for uv they join `UV_FIND_LINKS`, since uv ignores that variable altogether
+once `--find-links` is on its command line. A `local_only` run sees those
+directories and nothing else: no index, none of the operator's find-links
+(a lock's pins installed from the fleet's wheels alone, see `locked`).
+
+`no_deps` installs exactly what the requirements file names (a lock's pins):
+the installer resolves nothing.
 """
 
 from __future__ import annotations
@@ -10,13 +22,29 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 Installer = Literal["uv", "pip"]
 
 _TRUE = {"1", "true", "yes", "on"}
+# The uv variable each operator's pip index setting becomes, and the other uv
+# variables that already say the same thing (then the pip setting is left out).
+_UV_VARIABLES = {
+    "PIP_INDEX_URL": ("UV_INDEX_URL", ("UV_DEFAULT_INDEX",)),
+    "PIP_EXTRA_INDEX_URL": ("UV_EXTRA_INDEX_URL", ()),
+    "PIP_FIND_LINKS": ("UV_FIND_LINKS", ()),
+}
+
+
+@dataclass(frozen=True)
+class InstallerCall:
+    """One installer run: its argv, and the whole environment it runs with."""
+
+    argv: list[str]
+    env: dict[str, str]
 
 
 def choose_installer(setting: str) -> Installer:
@@ -35,40 +63,78 @@ def install_command(
     requirements_file: str | None = None,
     requirement: str | None = None,
     constraints_file: Path | None = None,
-    find_links: list[Path] | None = None,
+    find_links: Sequence[Path] = (),
     environ: Mapping[str, str] | None = None,
-) -> list[str]:
-    """argv installing `-r requirements_file` (or one `requirement`) into `target`.
-    `find_links` adds local wheel directories (the fleet cache's) to the operator's."""
+    no_deps: bool = False,
+    local_only: bool = False,
+) -> InstallerCall:
+    """The run installing `-r requirements_file` (or one `requirement`) into
+    `target`, with the operator's settings from `environ` (this process's
+    environment by default). `find_links` adds local wheel directories (the
+    fleet cache's) to the operator's; with `local_only` they are all the run
+    sees. `no_deps`: exactly what is named, no dependency resolved."""
     environ = os.environ if environ is None else environ
     what = ["-r", requirements_file] if requirements_file else [str(requirement)]
+    what += ["--no-deps"] if no_deps else []
     constraints = ["--constraint", str(constraints_file)] if constraints_file else []
-    local = [flag for path in find_links or [] for flag in ("--find-links", str(path))]
     if installer == "pip":
-        return [
+        local = [flag for path in find_links for flag in ("--find-links", str(path))]
+        argv = [
             sys.executable, "-m", "pip", "install", *what, "--target", str(target),
             "--no-input", "--disable-pip-version-check", *constraints, *local,
         ]
-    return [
+        if local_only:
+            argv.append("--no-index")
+            return InstallerCall(argv, _without(environ, "PIP_FIND_LINKS"))
+        return InstallerCall(argv, dict(environ))
+    no_index = local_only or _is_true(environ.get("PIP_NO_INDEX", ""))
+    argv = [
         sys.executable, "-m", "uv", "pip", "install", *what, "--target", str(target),
-        "--python", sys.executable, "--no-progress", *constraints, *local,
-        *_uv_index_flags(environ),
+        "--python", sys.executable, "--no-progress", *constraints,
+        *(["--no-index"] if no_index else []),
     ]
+    if local_only:
+        # uv reads find-links from its environment only: ours alone, no operator's.
+        env = _without(environ, "UV_FIND_LINKS")
+        env["UV_FIND_LINKS"] = ",".join(str(path) for path in find_links)
+        return InstallerCall(argv, env)
+    return InstallerCall(argv, uv_environment(environ, find_links))
 
 
-def _uv_index_flags(environ: Mapping[str, str]) -> list[str]:
-    flags: list[str] = []
-    if index := environ.get("PIP_INDEX_URL"):
-        flags += ["--index-url", index]
-    for extra in environ.get("PIP_EXTRA_INDEX_URL", "").split():
-        flags += ["--extra-index-url", extra]
-    for links in environ.get("PIP_FIND_LINKS", "").split():
+def _without(environ: Mapping[str, str], name: str) -> dict[str, str]:
+    return {key: value for key, value in environ.items() if key != name}
+
+
+def uv_environment(environ: Mapping[str, str], find_links: Sequence[Path] = ()) -> dict[str, str]:
+    """`environ` with the operator's pip index settings as uv's variables (an
+    operator's own `UV_*` setting is kept as it is), and `find_links` first
+    in `UV_FIND_LINKS`."""
+    env = dict(environ)
+    for pip_name, (uv_name, same_as) in _UV_VARIABLES.items():
+        if any(env.get(name) for name in (uv_name, *same_as)):
+            continue
+        if value := _uv_value(pip_name, environ.get(pip_name, "")):
+            env[uv_name] = value
+    if find_links:
+        # uv splits UV_FIND_LINKS at commas (pip's list is split at whitespace).
+        operators = [entry for entry in env.get("UV_FIND_LINKS", "").split(",") if entry]
+        env["UV_FIND_LINKS"] = ",".join([*(str(path) for path in find_links), *operators])
+    return env
+
+
+def _uv_value(pip_name: str, value: str) -> str:
+    """A pip setting's value as uv reads it; "" when nothing of it applies."""
+    if pip_name == "PIP_FIND_LINKS":
         # pip skips a local directory that is not there; uv would fail the install.
-        if "://" in links or os.path.exists(links):
-            flags += ["--find-links", links]
-    if environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE:
-        flags.append("--no-index")
-    return flags
+        return ",".join(entry for entry in value.split()
+                        if "://" in entry or os.path.exists(entry))
+    if pip_name == "PIP_EXTRA_INDEX_URL":
+        return " ".join(value.split())  # both split the list at whitespace
+    return value.strip()
+
+
+def _is_true(value: str) -> bool:
+    return value.strip().lower() in _TRUE
 
 
 def installed_lines(installer: Installer, output: str) -> list[str]:

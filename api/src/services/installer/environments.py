@@ -51,6 +51,11 @@ class EnvRecord:
     failed: list[FailedPackage] = field(default_factory=list)
     built_at: float = field(default_factory=time.time)
     duration_ms: int = 0
+    # The digest of the lock it was built from (`Lock.digest()`); None when it
+    # was resolved here (no lock, or one that could not be read). The engine
+    # reuses an environment for a hash that has a lock only when this is that
+    # lock's digest.
+    lock_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,9 +98,13 @@ class Environments:
         path.mkdir()
         return path
 
-    def publish(self, build_dir: Path, record: EnvRecord) -> Environment:
-        """Write the record, then rename the build into place (atomic)."""
-        previous = self.latest(record.requirements_hash)
+    def publish(
+        self, build_dir: Path, record: EnvRecord, previous: Environment | None
+    ) -> Environment:
+        """Write the record, then rename the build into place (atomic: the whole
+        directory appears at once). `previous` is the hash's newest environment,
+        read with the hash's lock held (the builder holds it still), so the new
+        one is the next generation."""
         record.generation = previous.record.generation + 1 if previous else 1
         (build_dir / RECORD_FILE).write_text(json.dumps(asdict(record)))
         (build_dir / IN_USE_FILE).touch()

@@ -18,8 +18,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from src.foundation.atomic_files import atomic_write
 from src.foundation.hashing import sha256_hex
-from src.services.installer.metadata import Found, scan
+from src.services.installer.metadata import Listing, list_distributions
 from src.services.installer.satisfaction import platform_paths
 
 logger = logging.getLogger(__name__)
@@ -40,19 +41,17 @@ def check_platform(requirements: Iterable[Requirement], packages_dir: Path) -> N
         raise PlatformConflict(reasons)
 
 
-def platform_distributions(packages_dir: Path) -> dict[str, tuple[str, str]]:
-    """canonical name -> (name, version) of the platform's distributions.
+def platform_distributions(packages_dir: Path) -> Listing:
+    """The platform's distributions, one per canonical name (the one the
+    interpreter imports).
 
     One whose metadata cannot be read is left out with a warning naming it:
     it cannot be pinned, and the platform's other pins still hold.
     """
-    found: dict[str, tuple[str, str]] = {}
-    for dist in scan(platform_paths(exclude=[packages_dir])):
-        if isinstance(dist, Found):
-            found.setdefault(canonicalize_name(dist.name), (dist.name, dist.version))
-        else:
-            logger.warning("Platform distribution not pinned: %s", dist.describe())
-    return found
+    listing = list_distributions(platform_paths(exclude=[packages_dir]))
+    for dist in listing.unreadable:
+        logger.warning("Platform distribution not pinned: %s", dist.describe())
+    return listing
 
 
 def platform_conflicts(requirements: Iterable[Requirement], packages_dir: Path) -> list[str]:
@@ -62,10 +61,10 @@ def platform_conflicts(requirements: Iterable[Requirement], packages_dir: Path) 
     for requirement in requirements:
         if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
-        installed = platform.get(canonicalize_name(requirement.name))
+        installed = platform.found.get(canonicalize_name(requirement.name))
         if installed is None:
             continue
-        name, version = installed
+        name, version = installed.name, installed.version
         try:
             accepted = requirement.specifier.contains(Version(version), prereleases=True)
         except InvalidVersion:
@@ -92,11 +91,9 @@ def constraints_file(directory: Path, packages_dir: Path) -> Path:
     path = directory / f".platform-constraints-{sha256_hex(stamp)[:16]}.txt"
     if path.exists():
         return path
-    pins = sorted(
-        f"{name}=={version}" for name, version in platform_distributions(packages_dir).values()
-    )
+    pins = platform_distributions(packages_dir).pins()
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text("\n".join(pins) + "\n")
-    temporary.replace(path)
+    # Concurrent builds of other hashes may write it at the same moment: each
+    # writes the same pins, and none reads half a file.
+    atomic_write(path, ("\n".join(pins) + "\n").encode())
     return path

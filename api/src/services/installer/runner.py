@@ -27,12 +27,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from src.services.installer.commands import InstallerCall
 
 logger = logging.getLogger(__name__)
 
 StopCheck = Callable[[], bool]
+# (whether the installer succeeded, what it printed, how long it took in ms)
+RunResult = tuple[bool, str, int]
 
 STOP_POLL_SECONDS = 0.2
 # How long the supervisor gets to kill the installer's group and exit once told.
@@ -74,9 +78,13 @@ def supervised(argv: list[str], seconds: float) -> list[str]:
 
 
 def run_installer(
-    argv: list[str], timeout: float, should_stop: StopCheck | None = None
+    argv: list[str],
+    timeout: float,
+    should_stop: StopCheck | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` to completion; its stdout and stderr are captured as text.
+    """Run `argv` to completion, in environment `env` (None: this process's);
+    its stdout and stderr are captured as text.
 
     Raises InstallStopped when `should_stop` returned True (checked once
     before the start, then while it runs), subprocess.TimeoutExpired or
@@ -93,7 +101,7 @@ def run_installer(
         def launch() -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 command, stdin=stop_read, capture_output=True, text=True,
-                timeout=timeout, start_new_session=True,
+                timeout=timeout, start_new_session=True, env=env,
             )
 
         if should_stop is None:
@@ -139,3 +147,22 @@ def _run_stoppable(
     if failed:
         raise failed[0]
     return done[0]
+
+
+def run_before(
+    call: InstallerCall, deadline: float, should_stop: StopCheck | None = None
+) -> RunResult:
+    """Run `call` with what is left before `deadline`; a timeout or an
+    installer that cannot start is a failed run, not an exception."""
+    started = time.monotonic()
+    remaining = deadline - started
+    if remaining <= 0:
+        return False, "install timed out (BIFROST_INSTALL_TIMEOUT)", 0
+    try:
+        done = run_installer(call.argv, remaining, should_stop, env=call.env)
+    except subprocess.TimeoutExpired:
+        return False, f"install timed out after {remaining:.0f} s", int(remaining * 1000)
+    except OSError as exc:
+        return False, f"could not run the installer: {exc}", 0
+    output = f"{done.stdout or ''}\n{done.stderr or ''}".strip()
+    return done.returncode == 0, output, int((time.monotonic() - started) * 1000)

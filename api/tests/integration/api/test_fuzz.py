@@ -103,9 +103,8 @@ def api(
     tmp_path: Path,
 ) -> Api:
     use_backends(monkeypatch, store_url)
-    # Whatever a write resolves or installs stays on this machine and fails fast.
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
-    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    # Writes resolve against the run's offline index (isolated_settings): what
+    # they name that it lacks is a 422, at once.
     response = server.client.put("/api/requirements", json={"content": GOOD_REQUIREMENTS})
     assert response.status_code == 200, response.text
     response = server.client.put(f"/api/files/{GOOD_PATH}", content=GOOD_SOURCE.encode())

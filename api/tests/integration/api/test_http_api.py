@@ -311,23 +311,27 @@ def test_delete_removes_the_line_and_404s_when_absent(
     control.assert_nothing_published()
 
 
-def test_list_packages_shows_requirements_and_the_current_environment(
+def test_list_packages_shows_requirements_the_lock_and_this_hosts_environment(
     api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from src.services.installer.engine import ensure_environment
 
-    assert api.client.get("/api/packages").json() == {"requirements": [], "installed": []}
-    saved = put(api, "# deps\ntiny-pkg==1.2.3  # pinned\nAnother_One>=0.1\n").json()
+    assert api.client.get("/api/packages").json() == {
+        "requirements": [], "hash": EMPTY_HASH, "lock": [], "hosts": [], "installed": [],
+    }
     for name, version in (("tiny-pkg", "1.2.3"), ("Another_One", "0.1")):
         build_wheel(tmp_path / "wheels", name, version)
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "wheels"))
-    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    saved = put(api, "# deps\ntiny-pkg==1.2.3  # pinned\nAnother_One>=0.1\n").json()
     outcome, _ = ensure_environment(saved["content"], saved["hash"], "w-test")
     assert outcome["ok"], outcome
     response = api.client.get("/api/packages")
     assert response.status_code == 200
     assert response.json() == {
         "requirements": ["tiny-pkg==1.2.3", "Another_One>=0.1"],
+        "hash": saved["hash"],
+        "lock": ["another-one==0.1", "tiny-pkg==1.2.3"],
+        "hosts": [],  # no pool has reported a worker
         "installed": [
             {"name": "Another_One", "version": "0.1"},
             {"name": "tiny-pkg", "version": "1.2.3"},

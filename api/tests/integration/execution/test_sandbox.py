@@ -28,7 +28,8 @@ from typing import Any
 import pytest
 
 from src.foundation.hardening import prctl
-from src.services.execution.sandbox import Confinement, drop_capabilities, landlock_abi
+from src.services.execution.landlock import drop_capabilities, landlock_abi
+from src.services.execution.sandbox import Confinement
 
 ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")

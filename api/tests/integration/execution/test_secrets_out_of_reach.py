@@ -22,7 +22,7 @@ import redis
 from src.core import module_cache
 from src.foundation.local_redis import LocalRedis
 from src.services.execution import executions, registry
-from src.services.execution.sandbox import landlock_abi
+from src.services.execution.landlock import landlock_abi
 from tests.support.pools import running_pool
 from tests.support.waiting import wait_for
 

@@ -1,7 +1,8 @@
-"""Phase 4 for real: a real Redis, a real installer, real worker processes."""
+"""Worker start-up for real: a real Redis, a real installer, real worker processes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 import redis
 
+from src.core.lock_cache import lock_key
 from src.core.requirements_cache import REQUIREMENTS_KEY
 from src.foundation.hashing import sha256_hex as content_hash
+from src.foundation.locks import DIRECT, Lock, LockedPackage
 from tests.support.wheels import build_wheel
 
 API_DIR = Path(__file__).resolve().parents[3]
@@ -142,7 +145,7 @@ def _answer(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def _start_worker(
-    work: "multiprocessing.Queue[object]", results: "multiprocessing.Queue[object]", worker_id: str
+    work: multiprocessing.Queue[object], results: multiprocessing.Queue[object], worker_id: str
 ) -> multiprocessing.process.BaseProcess:
     from src.services.execution.simple_worker import run_worker_process
 
@@ -178,3 +181,40 @@ def test_with_redis_down_the_worker_installs_from_the_store(
     assert "[w-nored] Installed 1 packages from requirements.txt" in done.stderr
     assert done.stdout.strip() == "['bifrost-probe==1.2.3']"
     assert (_environment(isolated_settings, "bifrost-probe==1.2.3\n") / "bifrost_probe.py").exists()
+
+
+# What a worker process must never load: the web stack, the CLI, and (while
+# Redis answers) the ORM.
+HEAVY = ("fastapi", "starlette", "uvicorn", "httpx", "sqlalchemy", "alembic", "src.api",
+         "src.cli")
+
+
+def test_a_worker_process_loads_no_web_stack_and_no_orm(
+    redis_client: redis.Redis, wheelhouse: Path, isolated_settings: Path
+) -> None:
+    # As the write path leaves Redis: the requirements, and their lock.
+    content = "bifrost-probe==1.2.3\n"
+    _cache(redis_client, content)
+    wheel = next(wheelhouse.glob("bifrost_probe-1.2.3-*.whl"))
+    lock = Lock.of(content_hash(content), [LockedPackage(
+        "bifrost-probe", "1.2.3", (f"sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}",),
+        (DIRECT,))])
+    redis_client.set(lock_key(lock.requirements_hash), lock.text())
+    script = (
+        "import queue, sys\n"
+        "from src.services.execution.simple_worker import run_worker_process\n"
+        "work, results = queue.Queue(), queue.Queue()\n"
+        "work.put(None)\n"
+        "run_worker_process(work, results, 'w-lean')\n"
+        "ready = [m for m in list(results.queue) if m['type'] == 'ready']\n"
+        "print(ready[0]['install']['installed'])\n"
+        f"heavy = {HEAVY!r}\n"
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=API_DIR, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    installed, loaded = done.stdout.strip().splitlines()
+    assert installed == "['bifrost-probe==1.2.3']", done.stderr
+    assert loaded == "[]", f"a worker process loaded {loaded}"

@@ -14,8 +14,11 @@ import pytest
 
 from src.foundation.hashing import sha256_hex
 from src.foundation.settings import get_settings
-from src.services.installer import engine, fleet_cache
+from src.services.installer import fleet_cache
+from src.services.installer.context import BuildContext
 from src.services.installer.engine import ensure_environment
+from src.services.installer.failures import unreadable_failures
+from src.services.installer.metadata import list_distributions
 from tests.support.wheels import (
     build_package_wheel,
     build_wheel,
@@ -102,11 +105,12 @@ def test_metadata_that_cannot_be_read_is_named_and_the_others_land(
     (copy / "good_dep-1.5.dist-info" / "METADATA").mkdir()  # there, cannot be read
     _replace(copy / "good_b-2.0.dist-info" / "METADATA", UTF16_METADATA)
 
-    installed, unreadable = engine._distributions(copy)
+    listing = list_distributions([copy])
+    installed, unreadable = listing.pins(), listing.unreadable
     assert installed == ["good-a==1.0", "humanize==4.9.0"]
     assert sorted(u.name for u in unreadable) == ["good-b", "good-dep"]
-    lines = content.splitlines()
-    failed = engine._unreadable_failures(unreadable, lines, [], copy, get_settings(), "w1")
+    ctx = BuildContext.create(content, sha256_hex(content), "w1", get_settings())
+    failed = unreadable_failures(ctx, copy, unreadable, [])
     by_package = {f["package"]: f["error"] for f in failed}
     assert sorted(by_package) == ["good-a==1.0", "good-b==2.0"]  # the lines that brought them
     assert by_package["good-a==1.0"].startswith(

@@ -26,7 +26,7 @@ from src.foundation.settings import get_settings
 from src.services.installer import fleet_cache
 from src.services.installer.engine import ensure_environment
 from src.store.database import connection_scope, get_engine
-from src.store.migrate import _config, upgrade_to_head
+from src.store.migrate import _config
 from tests.support.wheels import build_sdist, build_wheel
 
 API_DIR = Path(__file__).resolve().parents[3]
@@ -450,7 +450,8 @@ def test_migration_0002_applies_on_top_of_0001(empty_store_url: str) -> None:
     assert _version(empty_store_url) == "0001"
     assert "fleet_wheels" not in inspect(get_engine(empty_store_url)).get_table_names()
 
-    upgrade_to_head(empty_store_url)
+    with connection_scope(empty_store_url) as connection:
+        command.upgrade(_config(connection), "0002")  # later migrations have their own tests
     assert _version(empty_store_url) == "0002"
     tables = set(inspect(get_engine(empty_store_url)).get_table_names())
     assert {"workspace_files", "fleet_wheels", "fleet_manifests"} <= tables

@@ -7,9 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy import select
 
+from src.foundation.hashing import EMPTY_HASH
 from src.store.database import session_scope
 from src.store.files import (
-    EMPTY_HASH,
     RequirementsConflict,
     compare_and_set_requirements,
     read_requirements,

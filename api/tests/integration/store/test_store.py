@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, inspect, select, text
 
+from src.foundation.hashing import EMPTY_HASH
 from src.foundation.settings import get_settings
+from src.store import files
 from src.store.database import (
     StoreUnavailable,
     get_engine,
@@ -18,7 +20,6 @@ from src.store.database import (
     store_exists,
 )
 from src.store.files import (
-    EMPTY_HASH,
     REQUIREMENTS_PATH,
     RequirementsConflict,
     compare_and_set_requirements,
@@ -57,7 +58,7 @@ def test_migration_creates_tables_and_is_idempotent(empty_store_url: str) -> Non
         "ix_requirements_history_changed_at"
     ]
     revision = _revision(empty_store_url)
-    assert revision == "0002"
+    assert revision == "0003"
     with session_scope(empty_store_url) as session:
         put_file(session, "workflows/hello.py", "x = 1\n")
 
@@ -168,6 +169,29 @@ def test_requirements_unconditional_write(store_url: str) -> None:
         (None, first),
         (first, second),
     ]
+
+
+def test_unconditional_write_that_loses_a_race_conflicts_once(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another writer lands between reading the hash (for the history) and the
+    # swap: the store makes one attempt and says so; retrying is the caller's.
+    with session_scope(store_url) as session:
+        _, first = compare_and_set_requirements(session, "a\n", None, "put")
+    reads: list[str] = []
+
+    def stale_hash(session: object) -> str:
+        reads.append("read")
+        return sha256_hex("what the file held before\n")
+
+    monkeypatch.setattr(files, "_requirements_hash", stale_hash)
+    with pytest.raises(RequirementsConflict), session_scope(store_url) as session:
+        compare_and_set_requirements(session, "b\n", None, "put")
+    assert len(reads) == 2  # the read for the history, the one for the conflict: no retry
+    monkeypatch.undo()
+    with session_scope(store_url) as session:
+        assert read_requirements(session) == ("a\n", first)
+    assert len(_history(store_url)) == 1
 
 
 def test_sqlite_pragmas(tmp_path: Path) -> None:

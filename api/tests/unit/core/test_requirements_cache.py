@@ -1,4 +1,4 @@
-"""requirements_cache with Redis and the store mocked (the phase-1 plan's unit tests)."""
+"""requirements_cache with Redis and the store mocked."""
 
 from __future__ import annotations
 

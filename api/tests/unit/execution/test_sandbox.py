@@ -14,18 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from src.services.execution import sandbox
-from src.services.execution.sandbox import (
-    DEV,
+from src.services.execution import landlock, sandbox, sandbox_grants
+from src.services.execution.landlock import (
     READ,
     WRITE,
-    Confinement,
-    Grant,
     handled_fs_rights,
     handled_scopes,
     landlock_abi,
-    plan_grants,
 )
+from src.services.execution.sandbox import Confinement
+from src.services.execution.sandbox_grants import DEV, Grant, plan_grants
 
 ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
@@ -48,11 +46,12 @@ def tree(tmp_path: Path) -> dict[str, Path]:
 
 def test_structs_have_the_kernel_layout() -> None:
     # struct landlock_path_beneath_attr is packed: __u64 then __s32, 12 bytes.
-    assert ctypes.sizeof(sandbox._PathBeneathAttr) == 12
-    assert sandbox._PathBeneathAttr.parent_fd.offset == 8
+    assert ctypes.sizeof(landlock._PathBeneathAttr) == 12
+    assert landlock._PathBeneathAttr.parent_fd.offset == 8
     # struct landlock_ruleset_attr: three __u64, passed as far as the ABI knows it.
-    assert ctypes.sizeof(sandbox._RulesetAttr) == 24
-    assert [sandbox._ruleset_attr_size(abi) for abi in range(1, 9)] == [8, 8, 8, 16, 16, 24, 24, 24]
+    assert ctypes.sizeof(landlock._RulesetAttr) == 24
+    sizes = [landlock._ruleset_attr_size(abi) for abi in range(1, 9)]
+    assert sizes == [8, 8, 8, 16, 16, 24, 24, 24]
 
 
 def test_handled_rights_follow_the_abi() -> None:
@@ -70,10 +69,10 @@ def test_the_running_kernel_takes_exactly_the_rights_we_name() -> None:
     """Every right handled for this ABI is accepted; for the ABIs this module
     knows (up to 7), the next bit up is refused: the constants match the kernel."""
     def create(fs: int, scoped: int) -> int:
-        attr = sandbox._RulesetAttr(handled_access_fs=fs, handled_access_net=0, scoped=scoped)
-        fd = int(sandbox._sys_create_ruleset(sandbox._SYS_LANDLOCK_CREATE_RULESET,
+        attr = landlock._RulesetAttr(handled_access_fs=fs, handled_access_net=0, scoped=scoped)
+        fd = int(landlock._sys_create_ruleset(landlock._SYS_LANDLOCK_CREATE_RULESET,
                                              ctypes.addressof(attr),
-                                             sandbox._ruleset_attr_size(ABI), 0))
+                                             landlock._ruleset_attr_size(ABI), 0))
         if fd < 0:
             return -ctypes.get_errno()
         os.close(fd)
@@ -107,9 +106,9 @@ def test_every_sibling_on_the_way_is_granted_but_the_data_dir(tree: dict[str, Pa
 def test_only_the_harmless_devices_and_dev_shm(tree: dict[str, Path]) -> None:
     granted = {grant.path: grant.access for grant in plan_grants(tree["data"], tree["packages"])}
     devices = {path for path in granted if path == DEV or DEV in path.parents}
-    safe = {DEV / name for name in sandbox.SAFE_DEVICES}
+    safe = {DEV / name for name in sandbox_grants.SAFE_DEVICES}
     assert devices == {DEV, DEV / "pts", DEV / "shm"} | safe
-    assert granted[DEV] == sandbox.ACCESS_FS_READ_DIR  # names only: no disk is readable
+    assert granted[DEV] == landlock.ACCESS_FS_READ_DIR  # names only: no disk is readable
     assert granted[DEV / "shm"] == WRITE
     writable = {path for path, access in granted.items() if access & WRITE_BITS}
     assert writable <= devices

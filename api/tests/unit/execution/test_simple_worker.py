@@ -1,4 +1,12 @@
-"""Unit tests for simple_worker requirements installation."""
+"""Unit tests for the worker process (`src/services/execution/simple_worker.py`).
+
+Three sections:
+1. The worker start-up spec's own tests (`TestInstallRequirementsFromCache`),
+   exactly as the spec (shared/spec/phase-4-worker-startup.md) gives them: do
+   not edit them; the names and patch points they use stay in simple_worker.
+2. Every path of the install function, beyond the spec's cases.
+3. `run_worker_process`: start-up order and the loop.
+"""
 
 import json
 from unittest.mock import MagicMock, call, patch
@@ -6,6 +14,9 @@ from unittest.mock import MagicMock, call, patch
 import pytest
 
 from src.services.execution.simple_worker import _install_requirements_from_cache_sync
+
+
+# === 1. The worker start-up spec's tests: verbatim, do not edit ====================
 
 
 class TestInstallRequirementsFromCache:
@@ -65,7 +76,7 @@ class TestInstallRequirementsFromCache:
         _install_requirements_from_cache_sync("test-worker")
 
 
-# --- Every path of the install function -------------------------------------
+# === 2. Every path of the install function ========================================
 
 import logging
 import queue
@@ -244,7 +255,7 @@ class TestInstallPaths:
         assert outcome["ok"] is True and outcome["failed"] == []
 
 
-# --- run_worker_process ------------------------------------------------------
+# === 3. run_worker_process ========================================================
 
 WF = "tests.support.sample_workflows"
 

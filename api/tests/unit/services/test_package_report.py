@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from src.services.packages import installed_distributions
+from src.services.package_report import installed_distributions
 
 
 def dist_info(root: Path, dirname: str, metadata: str) -> None:

@@ -1,0 +1,129 @@
+"""The worker's handle on its execution template (`template.py`): starts it,
+sends it orders, reads their outcomes, and starts it again if it dies."""
+
+from __future__ import annotations
+
+import json
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from src.services.execution.execution_process import Limits
+from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.protocol import WorkOrder, WorkResult
+from src.services.execution.results import failure
+from src.services.installer.outcome import InstallOutcome
+
+# A template that has not answered this long after the execution's deadline is stuck.
+ANSWER_GRACE_SECONDS = 5.0
+
+
+class Template:
+    """The worker's handle on its template process (started on first use,
+    started again if it dies)."""
+
+    def __init__(self, worker_id: str, setup: dict[str, Any]) -> None:
+        self.worker_id = worker_id
+        self.setup = setup
+        self.process: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+
+    def start(self) -> None:
+        mine, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "src.services.execution.template", str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),), cwd=Path(__file__).resolve().parents[3],
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        self.sock = mine
+        send_frame(mine, json.dumps(self.setup).encode())
+
+    def run(self, order: WorkOrder, workspace: dict[str, Any], timeout: float,
+            cancelled: Any) -> WorkResult:
+        """The outcome of `order`; `cancelled()` is asked while it runs."""
+        started = time.monotonic()
+        if self.process is None or self.process.poll() is not None:
+            self.restart()
+        assert self.sock is not None and self.process is not None
+        payload: bytes | None
+        try:
+            send_frame(self.sock, json.dumps({"order": order, "workspace": workspace}).encode())
+            payload = self._answer(str(order.get("id", "")),
+                                   started + timeout + ANSWER_GRACE_SECONDS, cancelled)
+        except OSError:
+            payload = None
+        if payload is None:
+            code = self._stop()
+            payload = failure(f"WorkerDied: the execution template exited (code {code}) "
+                              "during the execution", int((time.monotonic() - started) * 1000))
+        return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
+                          payload=payload)
+
+    def _answer(self, order_id: str, deadline: float, cancelled: Any) -> bytes | None:
+        assert self.sock is not None and self.process is not None
+        forwarded = False
+        while True:
+            if not forwarded and cancelled():
+                forwarded = True
+                send_frame(self.sock, json.dumps({"cancel": order_id}).encode())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([self.sock], [], [], min(0.1, remaining))
+            if ready:
+                return recv_frame(self.sock)
+
+    def restart(self) -> None:
+        self._stop()
+        self.start()
+
+    def _stop(self) -> int | None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.kill()
+        code = self.process.wait()
+        self.process = None
+        return code
+
+    def close(self) -> None:
+        """Let the template end (end of file on its socket), then make sure."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.process is not None:
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limits,
+                   scratch_root: Path, data_dir: Path, packages_dir: Path) -> dict[str, Any]:
+    return {"worker_id": worker_id, "install": install, "sys_path": sys.path,
+            "limits": {"timeout": limits.timeout, "max_result_bytes": limits.max_result_bytes,
+                       "memory_mb": limits.memory_mb},
+            "scratch_root": str(scratch_root), "data_dir": str(data_dir),
+            "packages_dir": str(packages_dir)}
+
+
+def remove_scratch_of_dead_workers(scratch_dir: Path) -> None:
+    """Scratch roots are named `<pid>-<worker id>`; a killed worker cannot
+    remove its own, so whoever starts next does."""
+    if not scratch_dir.is_dir():
+        return
+    for root in scratch_dir.iterdir():
+        pid = root.name.split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(root, ignore_errors=True)
