@@ -3,7 +3,7 @@
 
 Run from `api/`:
 
-    ../.venv/bin/python -m bench.startup [--profile] [--keep] [--locked]
+    ../.venv/bin/python -m bench.startup [--profile] [--keep] [--no-lock]
 
 What it measures, all inside one temp dir (deleted at the end) with a private
 redis-server (LocalRedis, free port, stopped at the end) and no store:
@@ -28,8 +28,8 @@ redis-server (LocalRedis, free port, stopped at the end) and no store:
   3 runs each, and their ratio (resolve / lock), for the call (what a worker
   waits, the lock's read included) and for the build alone (the installer
   run and the listing, as the environment's record times it); every other
-  figure is taken with no lock (requirements written before locks), or with
-  `--locked`, with the lock cached in Redis (as every write leaves it now);
+  figure is taken with the lock cached in Redis (as every write leaves it
+  now), or with `--no-lock`, with none (requirements written before locks);
 * the resident memory (VmRSS) of a real, ready worker (`run_worker_process`,
   warm), and whether it imported the web stack or the ORM.
 
@@ -695,7 +695,7 @@ def main(argv: list[str]) -> int:
               f"{WORKERS} workers, {REPEATS} runs; Python {sys.version.split()[0]}; "
               f"src at {source_state()}; {host_load()}")
         lock = lock_text(bench.wheelhouse, bench.requirements_hash)
-        cached_lock = lock if "--locked" in argv else None
+        cached_lock = None if "--no-lock" in argv else lock
         cache_lock(bench, cached_lock)
         print(f"The hash's lock is {'cached in Redis' if cached_lock else 'nowhere'} "
               "(but in the lock-vs-resolve runs)")
