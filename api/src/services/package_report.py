@@ -43,9 +43,14 @@ class PackageListing(TypedDict):
     installed: list[InstalledDistribution]  # this API host's own environment, if any
 
 
+def empty_requirements() -> CachedRequirements:
+    """What is in effect before requirements.txt was ever saved."""
+    return CachedRequirements(content="", hash=EMPTY_HASH)
+
+
 def current_requirements() -> CachedRequirements:
     """The requirements in effect (Redis, else the store); empty when never saved."""
-    return read_requirements() or CachedRequirements(content="", hash=EMPTY_HASH)
+    return read_requirements() or empty_requirements()
 
 
 def installed_distributions(path: Path) -> list[InstalledDistribution]:
@@ -104,8 +109,7 @@ def host_reports(requirements_hash: str, lock: Lock | None) -> list[HostReport]:
 
 def outdated_packages() -> list[Outdated]:
     current = current_requirements()
-    lock = stored_lock(current["hash"])
-    return outdated(current["content"], lock) if lock else outdated(current["content"], None)
+    return outdated(current["content"], stored_lock(current["hash"]))
 
 
 def _normalized(pins: Iterable[str]) -> set[str]:

@@ -28,7 +28,7 @@ from src.core.requirements_cache import (
     save_requirements_sync,
     warm_requirements_cache_sync,
 )
-from src.foundation.hashing import EMPTY_HASH, sha256_hex
+from src.foundation.hashing import sha256_hex
 from src.foundation.requirements import (
     InvalidRequirements,
     LineError,
@@ -45,6 +45,7 @@ from src.services.package_report import (  # noqa: F401  # the routers' read sid
     InstalledDistribution,
     PackageListing,
     current_requirements,
+    empty_requirements,
     installed_distributions,
     list_packages,
     outdated_packages,
@@ -81,10 +82,6 @@ class PackageNotInRequirements(LookupError):
     def __init__(self, name: str) -> None:
         super().__init__(f"package {name} is not in requirements.txt")
         self.name = name
-
-
-def _empty() -> CachedRequirements:
-    return CachedRequirements(content="", hash=EMPTY_HASH)
 
 
 def current_requirements_hash() -> str:
@@ -132,7 +129,7 @@ def _replace(content: str, expected_hash: str | None, change: str) -> CachedRequ
     """
 
     def attempt(expected: str | None) -> CachedRequirements:
-        current = read_store_requirements() or _empty()
+        current = read_store_requirements() or empty_requirements()
         lock_for(content, sha256_hex(content), stored_lock(current["hash"]))
         return save_requirements_sync(content, expected, change)
 
@@ -154,7 +151,7 @@ def update_requirements(
     """
 
     def attempt() -> tuple[CachedRequirements, bool]:
-        current = read_store_requirements() or _empty()
+        current = read_store_requirements() or empty_requirements()
         new_content = edit(current["content"])
         if new_content == current["content"]:
             return current, False
@@ -204,7 +201,7 @@ def install_package(package: str | None, version: str | None = None) -> InstallR
             )
         # Re-sync: the store is the truth; its lock (resolved now if it has
         # none yet) and the file go back into Redis, then recycle.
-        current = read_store_requirements() or _empty()
+        current = read_store_requirements() or empty_requirements()
         if current["content"].strip():
             lock_for(current["content"], current["hash"], None)
         warm_requirements_cache_sync()
@@ -240,7 +237,7 @@ def upgrade_packages(name: str | None = None) -> InstallResult:
             raise PackageNotInRequirements(name)
 
     def attempt() -> InstallResult:
-        current = read_store_requirements() or _empty()
+        current = read_store_requirements() or empty_requirements()
         result = upgraded(current["content"], stored_lock(current["hash"]),
                           None if name is None else [name])
         if result is None:
