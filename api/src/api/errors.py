@@ -6,6 +6,7 @@ any of them (no handler echoes request headers).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from src.api.middleware import invalid_json_body_reason
+from src.core.requirements_cache import read_store_requirements
 from src.foundation.requirements import InvalidRequirements
 from src.foundation.workspace_paths import InvalidPath
 from src.services.installer.platform import PlatformConflict
@@ -59,9 +61,15 @@ async def _invalid_path(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _conflict(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequirementsConflict)
-    return JSONResponse(
-        {"detail": {"message": str(exc), "current_hash": exc.current_hash}}, status_code=409
-    )
+    detail: dict[str, object] = {"message": str(exc), "current_hash": exc.current_hash}
+    # The other side's text, so a client can show what it is in conflict with.
+    try:
+        current = await asyncio.to_thread(read_store_requirements)
+    except Exception:  # the store went away since: the hash alone then
+        current = None
+    if current is not None and current["hash"] == exc.current_hash:
+        detail["current_content"] = current["content"]
+    return JSONResponse({"detail": detail}, status_code=409)
 
 
 async def _platform_conflict(_request: Request, exc: Exception) -> JSONResponse:

@@ -1,9 +1,11 @@
 """ASGI middleware that must act before routing and body parsing.
 
-- `ApiAuthGate`: every request under `/api` without the admin token is a 401,
-  including unknown paths, unknown methods and malformed bodies; a route's own
-  `require_admin` dependency would only run after routing and body parsing,
-  which would answer 404/405/422 to a caller without a token.
+- `ApiAuthGate`: every request under `/api` and to `/metrics` without a valid
+  token is a 401, and one with the read-only token on a method that is not a
+  read is a 403 (`src.api.auth.refusal`), including unknown paths, unknown
+  methods and malformed bodies; a route's own `require_admin` dependency would
+  only run after routing and body parsing, which would answer 404/405/422 to a
+  caller without a token.
 - `BodySizeLimit`: refuses bodies over a cap with 413, by `Content-Length`
   up front and by counting for chunked bodies.
 - `JsonBodies`: a route that takes a JSON body reads it as JSON whatever
@@ -19,10 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from src.api.auth import UNAUTHORIZED_DETAIL, token_matches
+from src.api.auth import Tokens, refusal
 from src.api.json_body import InvalidJsonBody, parse_json_body
 
 API_PREFIX = "/api"
+# Paths that need a token: everything under these (the console and /health stay open).
+GUARDED_PREFIXES = (API_PREFIX, "/metrics")
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
@@ -33,30 +37,29 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+def is_guarded(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in GUARDED_PREFIXES)
+
+
 class ApiAuthGate:
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
         self.app = app
-        self.token = token
+        self.tokens = tokens
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path: str = scope.get("path", "")
-        guarded = path == API_PREFIX or path.startswith(API_PREFIX + "/")
-        if scope["type"] == "http" and guarded and not self._authorized(scope):
-            response = JSONResponse(
-                {"detail": UNAUTHORIZED_DETAIL},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
-            return
+        if scope["type"] == "http" and is_guarded(scope.get("path", "")):
+            raw = _header(scope, b"authorization")
+            authorization = None if raw is None else raw.decode("latin-1")
+            refused = refusal(authorization, scope["method"], scope["path"], self.tokens)
+            if refused is not None:
+                response = JSONResponse(
+                    {"detail": refused.detail},
+                    status_code=refused.status_code,
+                    headers=refused.headers,
+                )
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
-
-    def _authorized(self, scope: Scope) -> bool:
-        raw = _header(scope, b"authorization")
-        if raw is None:
-            return False
-        scheme, _, credentials = raw.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and token_matches(credentials, self.token)
 
 
 class BodySizeLimit:

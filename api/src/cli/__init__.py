@@ -1,2 +1,4 @@
-"""The command line: `bifrost up | api | worker | init` (`main.py`) and the
-supervisor `up` runs its processes under (`supervisor.py`)."""
+"""The command line: the processes (`bifrost up | api | worker | init`, in
+`serve.py`, with the supervisor `up` runs them under in `supervisor.py`) and
+the commands that talk to a running API over HTTP (`remote.py` and the
+modules it names). `main.py` parses the arguments and hands over."""

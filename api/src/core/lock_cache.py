@@ -30,6 +30,7 @@ import logging
 
 import redis
 
+from src.core import metrics_store
 from src.core.requirements_cache import REQUIREMENTS_TTL_SECONDS
 from src.foundation.locks import InvalidLock, Lock
 from src.foundation.redis_client import get_redis
@@ -122,7 +123,9 @@ def _get_cached(requirements_hash: str, worker_id: str) -> tuple[str | None, boo
     except Exception as exc:  # Redis down or any client error: a miss, never a crash
         logger.warning("[%s] Redis unavailable, reading the lock of %s from the store: %s",
                        worker_id, requirements_hash[:12], exc)
+        metrics_store.store_fallback("lock")
         return None, False
+    metrics_store.flush()  # fallbacks counted while Redis was away (no call if none)
     return (None if data is None else str(data)), True
 
 

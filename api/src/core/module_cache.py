@@ -23,6 +23,7 @@ from typing import TypedDict
 
 import redis
 
+from src.core import metrics_store
 from src.foundation.redis_client import get_redis
 from src.foundation.workspace_paths import validate_content, validate_path
 
@@ -106,10 +107,12 @@ def read_file_sync(
     try:
         client = client or get_redis()
         cached = client.get(module_key(path))
+        metrics_store.flush(client)  # fallbacks counted while Redis was away (no call if none)
         if cached is not None:
             return str(cached)
     except redis.RedisError as exc:
         logger.warning("Redis unavailable, reading %s from the store: %s", path, exc)
+        metrics_store.store_fallback("module")
         client = None
     content = _read_store_file(path)
     if content is not None and client is not None:
@@ -142,10 +145,12 @@ def index_sync(client: redis.Redis | None = None, *, from_store: bool = True) ->
             pipe.exists(MODULE_INDEX_WARM_KEY)
             pipe.smembers(MODULE_INDEX_KEY)
             warm, members = pipe.execute()
+        metrics_store.flush(client)  # fallbacks counted while Redis was away (no call if none)
         if warm:
             return {str(member) for member in members}
     except redis.RedisError as exc:
         logger.warning("Redis unavailable, listing workspace files from the store: %s", exc)
+        metrics_store.store_fallback("module")
         return set(_store_files())
     return set(_warm(client))
 

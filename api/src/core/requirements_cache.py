@@ -33,6 +33,7 @@ from typing import TypedDict
 
 import redis
 
+from src.core import metrics_store
 from src.foundation.hashing import sha256_hex
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import get_settings
@@ -143,6 +144,10 @@ def _read_through(
     worker_id: str,
     recache: Callable[[CachedRequirements], None],
 ) -> CachedRequirements | None:
+    if reachable:
+        metrics_store.flush()  # fallbacks counted while Redis was away (no call if none)
+    else:
+        metrics_store.store_fallback("requirements")
     if data is not None:
         cached = _decode(worker_id, data)
         if cached is not None:

@@ -34,7 +34,9 @@ PRIVATE_FILE_MODE = 0o600
 
 # Settings that are secrets: a process that does not need them must not get them
 # in its environment (which /proc/<pid>/environ shows for the process's life).
-SECRET_VARIABLES = ("BIFROST_ADMIN_TOKEN", "DATABASE_URL")
+SECRET_VARIABLES = (
+    "BIFROST_ADMIN_TOKEN", "BIFROST_READ_TOKEN", "BIFROST_ALERT_WEBHOOK", "DATABASE_URL",
+)
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)

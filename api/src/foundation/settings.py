@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, validation_alias="BIFROST_PORT")
     workers: int = Field(default=2, ge=1, validation_alias="BIFROST_WORKERS")
     admin_token: str | None = Field(default=None, validation_alias="BIFROST_ADMIN_TOKEN")
+    # Optional read-only token: GET routes, /metrics and /api/events; 403 on writes.
+    read_token: str | None = Field(default=None, validation_alias="BIFROST_READ_TOKEN")
+    # Where one JSON POST per failed package per requirements hash goes.
+    alert_webhook: str | None = Field(default=None, validation_alias="BIFROST_ALERT_WEBHOOK")
+    # A worker whose resident memory (its own and its execution template's)
+    # grew past this is replaced after the item in hand; 0: never.
+    worker_max_rss_mb: int = Field(default=0, ge=0, validation_alias="BIFROST_WORKER_MAX_RSS_MB")
     installer: Literal["auto", "uv", "pip"] = Field(
         default="auto", validation_alias="BIFROST_INSTALLER"
     )
@@ -78,6 +85,18 @@ class Settings(BaseSettings):
         raise ValueError(
             f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store' or 'dir:/shared/path'"
         )
+
+    @field_validator("read_token", "alert_webhook")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_is_http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"BIFROST_ALERT_WEBHOOK must be an http(s) URL, not {value[:60]!r}")
+        return value
 
     @property
     def data_path(self) -> Path:

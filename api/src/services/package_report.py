@@ -17,6 +17,7 @@ from src.foundation.locks import Lock
 from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
 from src.services.execution import registry
+from src.services.execution.fleet_progress import Progress, fleet_progress
 from src.services.installer import metadata
 from src.services.installer.environments import Environments
 from src.services.installer.resolver import Outdated, outdated
@@ -105,6 +106,13 @@ def host_reports(requirements_hash: str, lock: Lock | None) -> list[HostReport]:
         reports.append(HostReport(host=host, workers=len(seen), matches_lock=matches,
                                   installed=_distributions(union)))
     return reports
+
+
+def install_progress(requirements_hash: str | None = None) -> Progress:
+    """How far the fleet is on `requirements_hash` (default: the hash in
+    effect): `GET /api/packages/progress`, and what the CLI waits on."""
+    current = current_requirements()["hash"]
+    return fleet_progress(requirements_hash or current, current)
 
 
 def outdated_packages() -> list[Outdated]:

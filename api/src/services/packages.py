@@ -22,6 +22,9 @@ import time
 from collections.abc import Callable
 from typing import TypedDict, TypeVar
 
+import redis
+
+from src.core import events
 from src.core.requirements_cache import (
     CachedRequirements,
     read_store_requirements,
@@ -29,16 +32,19 @@ from src.core.requirements_cache import (
     warm_requirements_cache_sync,
 )
 from src.foundation.hashing import sha256_hex
+from src.foundation.redis_client import get_redis
 from src.foundation.requirements import (
     InvalidRequirements,
     LineError,
     add_or_replace,
     make_requirement,
     remove,
+    requirement_lines,
     validate_requirements,
 )
 from src.foundation.settings import get_settings
 from src.services.execution.control import publish_recycle
+from src.services.execution.fleet_progress import fleet_progress
 from src.services.installer.platform import check_platform
 from src.services.package_locks import lock_for, one_writer_at_a_time, stored_lock, upgraded
 from src.services.package_report import (  # noqa: F401  # the routers' read side, here too
@@ -46,6 +52,7 @@ from src.services.package_report import (  # noqa: F401  # the routers' read sid
     PackageListing,
     current_requirements,
     empty_requirements,
+    install_progress,
     installed_distributions,
     list_packages,
     outdated_packages,
@@ -95,6 +102,33 @@ def _recycle(reason: str) -> None:
     logger.info("Recycle broadcast (%s) heard by %d subscriber(s)", reason, heard)
 
 
+def _announce(before: CachedRequirements, after: CachedRequirements) -> None:
+    """A `requirements` event (and the new hash's first progress) on the
+    event stream; a Redis that cannot take it loses only the event."""
+    if before["hash"] == after["hash"]:
+        return
+    old, new = requirement_lines(before["content"]), requirement_lines(after["content"])
+    client = get_redis()
+    events.append(client, "requirements", {
+        "hash": after["hash"], "previous_hash": before["hash"],
+        "added": [line for line in new if line not in old],
+        "removed": [line for line in old if line not in new],
+    })
+    try:
+        first = fleet_progress(after["hash"], after["hash"], client)
+    except redis.RedisError as exc:
+        logger.warning("No progress event for %s: %s", after["hash"][:12], exc)
+        return
+    events.append(client, "progress", dict(first))
+
+
+def _save(before: CachedRequirements, content: str, expected: str | None,
+          change: str) -> CachedRequirements:
+    saved = save_requirements_sync(content, expected, change)
+    _announce(before, saved)
+    return saved
+
+
 # --- the write path -------------------------------------------------------------
 
 
@@ -131,7 +165,7 @@ def _replace(content: str, expected_hash: str | None, change: str) -> CachedRequ
     def attempt(expected: str | None) -> CachedRequirements:
         current = read_store_requirements() or empty_requirements()
         lock_for(content, sha256_hex(content), stored_lock(current["hash"]))
-        return save_requirements_sync(content, expected, change)
+        return _save(current, content, expected, change)
 
     if expected_hash is not None:
         return attempt(expected_hash)
@@ -157,7 +191,7 @@ def update_requirements(
             return current, False
         validate_requirements(new_content)
         lock_for(new_content, sha256_hex(new_content), stored_lock(current["hash"]), removed)
-        return save_requirements_sync(new_content, current["hash"], change), True
+        return _save(current, new_content, current["hash"], change), True
 
     return _retrying(attempt)
 
@@ -225,8 +259,6 @@ def remove_package(name: str) -> CachedRequirements:
     return cached
 
 
-
-
 def upgrade_packages(name: str | None = None) -> InstallResult:
     """Re-resolve one package (or all) to the newest versions its lines allow:
     a new lock under a new hash, and a recycle; `changed` False when nothing
@@ -243,7 +275,7 @@ def upgrade_packages(name: str | None = None) -> InstallResult:
         if result is None:
             return InstallResult(content=current["content"], hash=current["hash"], changed=False)
         content, _lock = result
-        saved = save_requirements_sync(content, current["hash"], f"upgrade {name or 'all'}")
+        saved = _save(current, content, current["hash"], f"upgrade {name or 'all'}")
         return InstallResult(content=saved["content"], hash=saved["hash"], changed=True)
 
     outcome = _retrying(attempt)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel, Field, field_validator
 
 from src.api.auth import admin_only
@@ -17,6 +17,7 @@ from src.services.execution.executions import (
     cancel_execution,
     enqueue_execution,
     get_execution,
+    recent_executions,
 )
 from src.services.execution.protocol import ExecutionStatus
 
@@ -29,6 +30,8 @@ MAX_MODULE_LENGTH = 200
 MAX_FUNCTION_LENGTH = 100
 # Ids are uuid4 hex; anything much longer is not one of ours.
 MAX_ID_LENGTH = 64
+# Executions one list answer can hold.
+RECENT_LIMIT = 500
 
 
 class ExecutionIn(StrictRequest):
@@ -77,6 +80,25 @@ class ExecutionOut(BaseModel):
     duration_ms: int | None = None
     # Where the result was changed to fit JSON (NaN -> null, ...).
     notes: list[str] = Field(default_factory=list)
+    # The peak resident memory of the execution's process, in MB (when known).
+    peak_rss_mb: float | None = None
+
+
+class ExecutionSummary(BaseModel):
+    id: str
+    status: ExecutionStatus
+    module: str
+    function: str
+    error: str | None = None
+    worker_id: str | None = None
+    duration_ms: int | None = None
+    created_at: float
+    updated_at: float
+    peak_rss_mb: float | None = None  # as in ExecutionOut
+
+
+class ExecutionList(BaseModel):
+    executions: list[ExecutionSummary]
 
 
 class CancelOut(BaseModel):
@@ -96,6 +118,16 @@ def create_execution(body: ExecutionIn) -> ExecutionQueued:
     return ExecutionQueued(id=execution_id)
 
 
+@router.get("", response_model=ExecutionList)
+def list_executions(limit: Annotated[int, Query(ge=1, le=RECENT_LIMIT)] = 50) -> ExecutionList:
+    """The newest executions (their records are kept a day), newest first."""
+    return ExecutionList(executions=[
+        ExecutionSummary.model_validate(
+            {**record, "updated_at": record.get("updated_at", record["created_at"])})
+        for record in recent_executions(limit)
+    ])
+
+
 @router.get("/{execution_id}", response_model=ExecutionOut)
 def read_execution(execution_id: str) -> ExecutionOut:
     record = None if len(execution_id) > MAX_ID_LENGTH else get_execution(execution_id)
@@ -109,6 +141,7 @@ def read_execution(execution_id: str) -> ExecutionOut:
         worker_id=record.get("worker_id"),
         duration_ms=record.get("duration_ms"),
         notes=record.get("notes") or [],
+        peak_rss_mb=record.get("peak_rss_mb"),
     )
 
 

@@ -5,7 +5,9 @@ changes then)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, status
 from pydantic import BaseModel
 
 from src.api.auth import admin_only
@@ -53,6 +55,26 @@ class OutdatedOut(BaseModel):
     newest: str | None
 
 
+HASH_HELP = "a requirements hash (default: the one in effect)"
+
+
+class FailureOut(BaseModel):
+    worker: str
+    host: str
+    package: str
+    error: str
+
+
+class ProgressOut(BaseModel):
+    hash: str
+    current_hash: str | None
+    total: int  # workers that serve from now on
+    ready: int  # of them, idle or busy on `hash`
+    installing: int
+    failed: list[FailureOut]
+    done: bool  # every serving worker is ready on `hash` (there is one at least)
+
+
 class UpgradeIn(StrictRequest):
     package: str | None = None  # None: every package
 
@@ -60,6 +82,13 @@ class UpgradeIn(StrictRequest):
 @router.get("", response_model=PackagesOut)
 def list_packages() -> PackagesOut:
     return PackagesOut.model_validate(packages.list_packages())
+
+
+@router.get("/progress", response_model=ProgressOut)
+def progress(
+    hash: Annotated[str | None, Query(max_length=128, description=HASH_HELP)] = None,
+) -> ProgressOut:
+    return ProgressOut.model_validate(packages.install_progress(hash or None))
 
 
 @router.get("/outdated", response_model=list[OutdatedOut])

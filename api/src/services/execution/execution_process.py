@@ -38,7 +38,7 @@ from src.services.execution.processes import (
     is_subreaper,
     kill_group,
     ms_since,
-    reap,
+    reap_with_usage,
     settle_memory,
     write_all,
 )
@@ -52,6 +52,9 @@ POLL_SECONDS = 0.1
 # Room for the outcome's own fields around a result of the maximum size.
 ENVELOPE_BYTES = 128 * 1024
 REAP_SECONDS = 2.0
+# After its outcome (or a kill) an execution's process exits within moments;
+# the runner waits this long at most to reap it and read its peak memory.
+EXIT_WAIT_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ class ExecutionRunner:
         self._spare: _Spare | None = None
         self._last_child: int | None = None
         self._dying: set[int] = set()  # killed, not yet reaped
+        # (wait status, peak RSS in KiB) of the last execution's process, once reaped.
+        self._exit: tuple[int | None, int | None] | None = None
         settle_memory()
 
     def close(self) -> None:
@@ -135,7 +140,7 @@ class ExecutionRunner:
         assert spare is not None
         started = time.monotonic()
         timeout = _timeout_of(order, self.limits.timeout)
-        self._last_child = spare.pid
+        self._last_child, self._exit = spare.pid, None
         try:
             if workspace is None:
                 workspace = prefetch_workspace(str(order.get("module", "")))
@@ -143,8 +148,10 @@ class ExecutionRunner:
             payload = self._await(spare.pid, spare.result_fd, started, timeout, cancelled)
         finally:
             os.close(spare.result_fd)
+        # Its outcome is in (or it was killed): it is exiting; its exit tells its peak.
+        _, peak_kib = self._exit or reap_with_usage(spare.pid, EXIT_WAIT_SECONDS)
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
-                          payload=payload)
+                          payload=payload, peak_rss_kb=peak_kib)
 
     def clean_up(self, prepare: bool = True) -> None:
         """End the last execution's process group and whatever else it left
@@ -226,7 +233,8 @@ class ExecutionRunner:
         if reader.size:
             return reader.data()
         self._last_child = None
-        status = reap(pid)  # it has exited: its status says how
+        self._exit = reap_with_usage(pid, REAP_SECONDS)  # it has exited: its status says how
+        status = self._exit[0]
         self._last_child = pid  # still end its group (clean_up)
         return failure(self._death_reason(status), ms_since(started))
 

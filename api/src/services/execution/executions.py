@@ -22,6 +22,7 @@ from typing import Any, NotRequired, TypedDict
 
 import redis
 
+from src.core import metrics_store
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import get_settings
 from src.services.execution.protocol import ExecutionStatus, WorkOrder
@@ -30,6 +31,9 @@ STREAM_KEY = "bifrost:executions"
 GROUP = "bifrost:pools"
 RECORD_PREFIX = "bifrost:execution:"
 CANCEL_PREFIX = "bifrost:execution-cancel:"
+# The newest executions' ids, scored by creation time, for listing.
+RECENT_KEY = "bifrost:executions:recent"
+RECENT_KEPT = 500
 RESULT_TTL_SECONDS = 86400
 # What a refused caller is told to wait before trying again.
 QUEUE_FULL_RETRY_AFTER_SECONDS = 5
@@ -66,6 +70,7 @@ class ExecutionRecord(TypedDict):
     function: str
     timeout: NotRequired[float | None]
     notes: NotRequired[list[str]]
+    peak_rss_mb: NotRequired[float | None]  # the execution process's peak resident memory
     created_at: float
     updated_at: float
 
@@ -107,8 +112,20 @@ def enqueue_execution(
     with client.pipeline() as pipe:
         pipe.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
         pipe.xadd(STREAM_KEY, entry)  # type: ignore[arg-type]
+        pipe.zadd(RECENT_KEY, {execution_id: now})
+        pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEPT - 1)
         pipe.execute()
     return execution_id
+
+
+def recent_executions(limit: int, client: redis.Redis | None = None) -> list[ExecutionRecord]:
+    """The newest `limit` executions whose records are still kept, newest first."""
+    client = client or get_redis()
+    ids: list[Any] = client.zrevrange(RECENT_KEY, 0, max(0, limit - 1))  # type: ignore[assignment]
+    if not ids:
+        return []
+    raw: list[Any] = client.mget([record_key(str(i)) for i in ids])  # type: ignore[assignment]
+    return [json.loads(str(r)) for r in raw if r is not None]
 
 
 def parse_entry(fields: dict[str, Any]) -> WorkOrder | None:
@@ -193,6 +210,9 @@ def cancel_execution(execution_id: str, client: redis.Redis | None = None) -> Ex
                 if status == "Pending":
                     record.update(status="Failed", error=CANCELLED_ERROR, updated_at=time.time())
                     pipe.set(key, json.dumps(record), ex=RESULT_TTL_SECONDS)
+                    # It ends here, never having run: counted with the pools' ends.
+                    metrics_store.stage(pipe, metrics_store.Increments().count(
+                        metrics_store.EXECUTIONS, {"status": "Failed"}))
                 pipe.execute()
                 break
             except redis.WatchError:

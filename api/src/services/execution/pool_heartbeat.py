@@ -19,7 +19,7 @@ from collections.abc import Callable
 import redis
 
 from src.core import module_cache
-from src.services.execution import registry
+from src.services.execution import fleet_progress, registry
 from src.services.execution.registry import PoolState, WorkerState
 
 # The pool's log lines keep one logger name, whichever of its parts writes them.
@@ -39,6 +39,9 @@ class PoolHeartbeat:
         self._last_beat = 0.0
         self._last_publish = 0.0
         self._changed = True
+        # What the registry showed last: the next publish announces the
+        # difference on the event stream (`fleet_progress.announce`).
+        self._published: list[WorkerState] = []
 
     def changed(self) -> None:
         """Something the registry shows changed: publish it soon."""
@@ -54,8 +57,11 @@ class PoolHeartbeat:
         now = time.monotonic()
         beat = now - self._last_beat >= HEARTBEAT_SECONDS
         if beat or (self._changed and now - self._last_publish >= STATE_PUBLISH_MIN_INTERVAL):
-            registry.publish_pool_state(self.state(workers()), client)
+            state = self.state(workers())
+            registry.publish_pool_state(state, client)
             self._last_publish, self._changed = now, False
+            fleet_progress.announce(client, self.pool_id, self._published, state["workers"])
+            self._published = state["workers"]
         if not beat:
             return False
         self._last_beat = now
@@ -70,6 +76,8 @@ class PoolHeartbeat:
     def leave(self, client: redis.Redis) -> None:
         """Take the pool out of the registry (else its key expires by itself)."""
         registry.remove_pool(self.pool_id, client)
+        fleet_progress.announce(client, self.pool_id, self._published, [])
+        self._published = []
 
 
 def keep_module_cache_warm(client: redis.Redis) -> None:

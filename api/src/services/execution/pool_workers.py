@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from src.core import alerts
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings
 from src.services.execution.protocol import WorkOrder
@@ -34,6 +35,7 @@ from src.services.execution.registry import WorkerState
 from src.services.execution.results import decode_outcome
 from src.services.execution.simple_worker import worker_main
 from src.services.execution.worker_handle import InFlight, Worker, install_summary
+from src.services.execution.worker_memory import peak_mb
 from src.services.installer.environments import Environments
 
 # The pool's log lines keep one logger name, whichever of its parts writes them.
@@ -129,11 +131,15 @@ class WorkerSupervisor:
     def replace_all(self) -> None:
         """Retire every worker and start its replacement; items in hand finish first."""
         for worker in [w for w in self.workers if not w.retiring]:
-            worker.retiring = True
-            if worker.current is None:
-                worker.inbox.put(None)
-            self.spawn(worker.slot)
+            self.replace(worker)
         self._on_change()
+
+    def replace(self, worker: Worker) -> None:
+        """Retire `worker` and start its replacement; the item in hand finishes first."""
+        worker.retiring = True
+        if worker.current is None:
+            worker.inbox.put(None)
+        self.spawn(worker.slot)
 
     def reap_dead(self) -> None:
         """Forget workers that exited: fail what a dead one held, replace it
@@ -269,14 +275,17 @@ class WorkerSupervisor:
             worker.ready_at = time.time()
             logger.info("[%s] ready (install: %s)", worker.worker_id,
                         install_summary(message["install"]))
+            # One alert per failed package per hash, fleet-wide (never raises).
+            alerts.note_outcome(message["install"], self.host, get_redis(self.settings.redis_url))
         elif kind == "result":
             if worker.current is None or worker.current.execution_id != message.get("id"):
                 logger.warning("[%s] result for an execution it was not given", worker.worker_id)
                 return
             payload = message.get("payload")
             outcome = decode_outcome(payload if isinstance(payload, bytes) else b"")
+            worker.last_execution_peak_rss_mb = peak = peak_mb(message.get("peak_rss_kb"))
             self._finish(worker, outcome["status"], outcome["result"], outcome["error"],
-                         outcome["duration_ms"], outcome["notes"])
+                         outcome["duration_ms"], outcome["notes"], peak)
             if worker.retiring:
                 worker.inbox.put(None)
         self._on_change()
@@ -289,8 +298,10 @@ class WorkerSupervisor:
         error: str | None,
         duration_ms: int | None = None,
         notes: list[str] | None = None,
+        peak_rss_mb: float | None = None,
     ) -> None:
-        """The worker is done with its execution: hand its end to `on_finished`."""
+        """The worker is done with its execution: hand its end to `on_finished`
+        (`peak_rss_mb`: its process's peak resident memory, when known)."""
         held = worker.current
         if held is None:
             return
@@ -301,7 +312,7 @@ class WorkerSupervisor:
             duration_ms = int((time.monotonic() - held.started) * 1000)
         changes = {"status": status, "result": result, "error": error,
                    "worker_id": worker.worker_id, "duration_ms": duration_ms,
-                   "notes": notes or []}
+                   "notes": notes or [], "peak_rss_mb": peak_rss_mb}
         self._on_finished(held.execution_id, held.entry_id, changes)
 
 

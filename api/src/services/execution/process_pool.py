@@ -7,7 +7,9 @@ The loop, top to bottom, once per turn (`ProcessPool.run_once`):
 3. replace worker processes that died; fail the execution a dead one held;
 4. kill workers whose execution ran past the timeout (`Timeout`);
 5. hand stream entries to idle workers, never more than there are idle ones;
-6. heartbeat: publish this pool's state, keep its claimed entries its own,
+6. every 2 s, measure the workers' resident memory, and replace those over
+   `BIFROST_WORKER_MAX_RSS_MB` after the item in hand;
+7. heartbeat: publish this pool's state, keep its claimed entries its own,
    take over entries of pools that died, and notice requirements that
    changed while the control channel was down.
 
@@ -19,7 +21,8 @@ The pool wires together one part per job:
   entries of dead pools, and outcomes not saved yet;
 - `pool_heartbeat`: the pool's state in the worker registry, and when the
   periodic checks are due;
-- `redis_outage`: Redis being down, noticed and logged once, and its return.
+- `redis_outage`: Redis being down, noticed and logged once, and its return;
+- `worker_memory`: the workers' resident memory, and replacing those over the limit.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from src.services.execution.pool_workers import WorkerSupervisor
 from src.services.execution.redis_outage import RedisOutage
 from src.services.execution.stream_consumer import StreamConsumer
 from src.services.execution.worker_handle import InFlight, Worker
+from src.services.execution.worker_memory import MemoryWatch
 
 __all__ = ["InFlight", "ProcessPool", "Worker", "run_pool"]
 
@@ -87,6 +91,8 @@ class ProcessPool:
             on_finished=self.stream.record_outcome, on_change=self.heartbeat.changed,
             stopping=lambda: self._stopping,
         )
+        self.memory = MemoryWatch(self.settings.worker_max_rss_mb, self.supervisor.replace,
+                                  on_change=self.heartbeat.changed)
 
     @property
     def redis(self) -> redis.Redis:
@@ -129,6 +135,7 @@ class ProcessPool:
         self.supervisor.reap_dead()
         self.supervisor.enforce_timeouts()
         self._guard_redis(self._dispatch)
+        self._check_memory()
         self._guard_redis(self._heartbeat)
 
     def shutdown(self) -> None:
@@ -187,6 +194,14 @@ class ProcessPool:
                 self.stream.ack(entry_id)  # cancelled (or ended) before it started
                 continue
             self.supervisor.assign(idle.pop(0), entry_id, order)
+
+    def _check_memory(self) -> None:
+        """Measure the workers' memory when due (after the hand-out: a worker
+        given an item this turn finishes it before it is replaced)."""
+        try:
+            self.memory.check(self.workers)
+        except Exception:  # a measurement must never stop the pool
+            logger.exception("Could not check the workers' memory")
 
     def _heartbeat(self) -> None:
         """Publish the pool's state when due; on a heartbeat, the periodic checks."""

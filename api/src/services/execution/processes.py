@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import gc
 import os
+import select
 import shutil
 import signal
 import time
@@ -68,18 +68,24 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-def reap(pid: int) -> int | None:
-    """Wait for `pid` (a child of ours) to end; its status, or None if it was not ours."""
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            return None
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            return None
-        return status
+def reap_with_usage(pid: int, within: float) -> tuple[int | None, int | None]:
+    """Reap `pid` (a child of ours) once it has exited, waiting `within`
+    seconds at most: its wait status and its peak resident memory in KiB
+    (`ru_maxrss` of its exit); (None, None) when it was not ours or still runs."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # reaped already
+        return None, None
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll(within * 1000)  # readable once it has exited
+        reaped, status, usage = os.wait4(pid, os.WNOHANG)
+    except OSError:  # ChildProcessError: not ours
+        return None, None
+    finally:
+        os.close(pidfd)
+    return (status, usage.ru_maxrss) if reaped else (None, None)
 
 
 def children() -> list[int]:

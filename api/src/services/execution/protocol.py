@@ -54,12 +54,15 @@ class ExecutionOutcome(TypedDict):
 class WorkResult(TypedDict):
     """A worker's answer for one execution. `payload` is the JSON encoding of an
     `ExecutionOutcome`, produced by the execution's process (or by the worker
-    when that process died without one): bytes, never a user's objects."""
+    when that process died without one): bytes, never a user's objects.
+    `peak_rss_kb`: the execution process's peak resident memory (KiB, its
+    `ru_maxrss` when the template reaped it); None when not known."""
 
     type: Literal["result"]
     id: str
     worker_id: str
     payload: bytes
+    peak_rss_kb: NotRequired[int | None]
 
 
 class WorkerInstalling(TypedDict):

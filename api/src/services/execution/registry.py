@@ -38,6 +38,12 @@ class WorkerState(TypedDict):
     # finishes the item it holds, then exits. Pools that predate the field
     # publish states without it.
     retiring: NotRequired[bool]
+    # Resident memory in MB, measured by the pool (`worker_memory.py`): the
+    # worker process and its execution template; the running execution's
+    # process (while busy); the peak of the last execution's process.
+    rss_mb: NotRequired[float | None]
+    execution_rss_mb: NotRequired[float | None]
+    last_execution_peak_rss_mb: NotRequired[float | None]
 
 
 class PoolState(TypedDict):
@@ -85,7 +91,7 @@ def list_pools(client: redis.Redis | None = None) -> list[PoolState]:
 def fleet(current_hash: str | None, client: redis.Redis | None = None) -> dict[str, Any]:
     """`{"workers": [...], "summary": {...}}` for `GET /api/workers`.
 
-    `workers` lists every live worker, retiring ones included (they still run
+    `workers` lists every live worker (with its pool's id), retiring ones included (they still run
     an execution). The summary counts the workers that serve from now on:
     `total` the live ones that are not retiring, `ready` those of them idle or
     busy on `current_hash`, the hash of the requirements in effect; so a
@@ -93,7 +99,7 @@ def fleet(current_hash: str | None, client: redis.Redis | None = None) -> dict[s
     replacements, not for the processes they replace.
     """
     workers = [
-        worker
+        {**worker, "pool_id": pool["pool_id"]}
         for pool in sorted(list_pools(client), key=lambda p: p["pool_id"])
         for worker in pool["workers"]
         if worker["status"] != "stopped"

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import redis
 
+from src.core import metrics_store
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings
 from src.services.execution import executions
@@ -106,11 +107,14 @@ class StreamConsumer:
             self._drop_malformed(entry_id, fields)
         return None
 
-    def ack(self, entry_id: str) -> None:
-        """The entry is done with: acknowledge it and delete it from the stream."""
+    def ack(self, entry_id: str, counted: metrics_store.Increments | None = None) -> None:
+        """The entry is done with: acknowledge it and delete it from the stream,
+        adding what its end `counted` to the fleet's metrics in the same round trip."""
         with self.redis.pipeline() as pipe:
             pipe.xack(executions.STREAM_KEY, executions.GROUP, entry_id)
             pipe.xdel(executions.STREAM_KEY, entry_id)
+            if counted:
+                metrics_store.stage(pipe, counted)
             pipe.execute()
 
     def _drop_malformed(self, entry_id: str, fields: dict[str, Any]) -> None:
@@ -152,7 +156,7 @@ class StreamConsumer:
                 error="PoolDied: the pool running this execution stopped "
                       f"(worker {record.get('worker_id')})",
             )
-            self.ack(entry_id)
+            self.ack(entry_id, ended("Failed", None))  # how long it ran is not known
         else:
             self.backlog.append((entry_id, fields or {}))  # parsed above: never empty
 
@@ -186,6 +190,7 @@ class StreamConsumer:
             logger.error("Execution %s: its outcome could not be saved: %s", execution_id, exc)
             failed = {**changes, "status": "Failed", "result": None, "notes": [],
                       "error": f"ResultNotSaved: the outcome could not be saved ({exc})"[:2000]}
+            changes = failed  # what is counted is what was recorded
             try:
                 executions.update_execution(execution_id, self.redis, **failed)
             except (redis.ConnectionError, redis.TimeoutError):
@@ -193,5 +198,16 @@ class StreamConsumer:
             except redis.RedisError as again:
                 logger.error("Execution %s: not even its failure could be saved (%s); "
                              "dropping it", execution_id, again)
+        counted = ended(changes["status"], changes.get("duration_ms"))
         if entry_id is not None:
-            self.ack(entry_id)
+            self.ack(entry_id, counted)
+        else:
+            metrics_store.record(counted, self.redis)
+
+
+def ended(status: str, duration_ms: Any) -> metrics_store.Increments:
+    """What an execution's end adds to the fleet's metrics (src.core.metrics_store)."""
+    counted = metrics_store.Increments().count(metrics_store.EXECUTIONS, {"status": status})
+    if isinstance(duration_ms, int | float):
+        counted.observe(metrics_store.EXECUTION_DURATION, None, duration_ms / 1000)
+    return counted

@@ -58,12 +58,27 @@ class Template:
                                    started + timeout + ANSWER_GRACE_SECONDS, cancelled)
         except OSError:
             payload = None
+        peak_kib = self._peak() if payload is not None else None
         if payload is None:
             code = self._stop()
             payload = failure(f"WorkerDied: the execution template exited (code {code}) "
                               "during the execution", int((time.monotonic() - started) * 1000))
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
-                          payload=payload)
+                          payload=payload, peak_rss_kb=peak_kib)
+
+    def _peak(self) -> int | None:
+        """The frame that follows an outcome: its execution's peak resident
+        memory in KiB (None when not known)."""
+        try:
+            assert self.sock is not None
+            ready, _, _ = select.select([self.sock], [], [], ANSWER_GRACE_SECONDS)
+            frame = recv_frame(self.sock) if ready else None
+            peak = json.loads(frame).get("peak_rss_kb") if frame else None
+        except (OSError, ValueError, AttributeError):
+            peak, ready = None, False
+        if not ready:  # out of step with the template: start it afresh next time
+            self._stop()
+        return peak if isinstance(peak, int) and not isinstance(peak, bool) else None
 
     def _answer(self, order_id: str, deadline: float, cancelled: Any) -> bytes | None:
         assert self.sock is not None and self.process is not None

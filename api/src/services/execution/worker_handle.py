@@ -40,6 +40,11 @@ class Worker:
     current: InFlight | None = None
     retiring: bool = False  # replaced: finishes what it holds, takes nothing new
     killed: bool = False
+    # Resident memory in MB (`worker_memory.py`): the worker and its template,
+    # the running execution's process, and the last execution's peak.
+    rss_mb: float | None = None
+    execution_rss_mb: float | None = None
+    last_execution_peak_rss_mb: float | None = None
 
     def state(self) -> WorkerState:
         return WorkerState(
@@ -52,6 +57,9 @@ class Worker:
             started_at=self.started_at,
             ready_at=self.ready_at,
             retiring=self.retiring,
+            rss_mb=self.rss_mb,
+            execution_rss_mb=self.execution_rss_mb if self.current is not None else None,
+            last_execution_peak_rss_mb=self.last_execution_peak_rss_mb,
         )
 
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
+from src.core import metrics_store
 from src.services.installer import commands, fleet_cache
 from src.services.installer.context import BuildContext
 from src.services.installer.environments import IN_USE_FILE, RECORD_FILE, Environment, EnvRecord
@@ -50,7 +54,9 @@ def build(ctx: BuildContext, previous: Environment | None) -> Environment:
             installed=listing.pins(), failed=failed,
             duration_ms=int((time.monotonic() - started) * 1000), lock_digest=ctx.lock_digest,
         )
-        return ctx.envs.publish(build_dir, record, previous)
+        published = ctx.envs.publish(build_dir, record, previous)
+        _count_build(ctx, record)
+        return published
     except InstallStopped as stopped:
         shutil.rmtree(build_dir, ignore_errors=True)
         message = (f"install of {ctx.short_hash} by {ctx.log.worker_id} stopped, nobody will "
@@ -60,6 +66,25 @@ def build(ctx: BuildContext, previous: Environment | None) -> Environment:
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise
+
+
+# The project name a failed line or pin starts with (`Foo_Bar[x]>=1` -> `Foo_Bar`).
+_PROJECT_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def _count_build(ctx: BuildContext, record: EnvRecord) -> None:
+    """The build in the fleet's metrics (`src.core.metrics_store`): its outcome,
+    its duration and each package that failed, by name (never the whole pin,
+    so the labels stay few). One round trip; never raises."""
+    counted = metrics_store.Increments()
+    counted.count(metrics_store.BUILDS, {"outcome": "failed" if record.failed else "ok"})
+    counted.observe(metrics_store.BUILD_DURATION, None, record.duration_ms / 1000)
+    for failure in record.failed:
+        found = _PROJECT_NAME.match(failure["package"].strip())
+        package = canonicalize_name(found.group()) if found else metrics_store.OVERFLOW
+        counted.count(metrics_store.PACKAGE_FAILURES, {"package": package},
+                      max_series=metrics_store.PACKAGE_LABELS_MAX)
+    metrics_store.record(counted, redis_url=ctx.settings.redis_url)
 
 
 def _install_into(

@@ -41,6 +41,7 @@ from filelock import AcquireReturnProxy, BaseFileLock
 from filelock import Timeout as LockTimeout
 from packaging.utils import canonicalize_name
 
+from src.core import metrics_store
 from src.foundation.settings import Settings, get_settings
 from src.services.installer import fleet_cache
 from src.services.installer.building import build
@@ -194,6 +195,7 @@ def _skipped(ctx: BuildContext, env: Environment) -> InstallOutcome:
     )
     ctx.log.info("Requirements already satisfied: %d packages in %s (%d ms)",
                  len(env.record.installed), env.path.name, outcome["duration_ms"])
+    metrics_store.incr(metrics_store.REUSES, redis_url=ctx.settings.redis_url)
     return outcome
 
 

@@ -128,6 +128,10 @@ class LockedRuns:
         failed: list[FailedPackage] = []
         for package in batch:
             ok, output, elapsed_ms = self.run([package], from_fleet=from_fleet)
+            if not ok and from_fleet:
+                # The fleet may simply not have it (it never built anywhere):
+                # the index's attempt says why it fails, which is what to report.
+                ok, output, elapsed_ms = self.run([package], from_fleet=False)
             if ok:
                 self.ctx.log.info("+ %s (%d ms)", package.pin(), elapsed_ms)
             else:

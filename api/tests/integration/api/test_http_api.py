@@ -500,7 +500,7 @@ def test_executions_post_queues_and_get_reads(api: Api, redis_client: redis.Redi
     assert response.status_code == 200
     assert response.json() == {
         "id": execution_id, "status": "Pending", "result": None, "error": None,
-        "worker_id": None, "duration_ms": None, "notes": [],
+        "worker_id": None, "duration_ms": None, "notes": [], "peak_rss_mb": None,
     }
 
     update_execution(
@@ -509,7 +509,7 @@ def test_executions_post_queues_and_get_reads(api: Api, redis_client: redis.Redi
     )
     assert api.client.get(f"/api/executions/{execution_id}").json() == {
         "id": execution_id, "status": "Success", "result": {"greeting": "hi"}, "error": None,
-        "worker_id": "w1", "duration_ms": 7, "notes": [],
+        "worker_id": "w1", "duration_ms": 7, "notes": [], "peak_rss_mb": None,
     }
 
 
