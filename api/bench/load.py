@@ -737,6 +737,22 @@ def print_baseline(batch: Batch, baseline: Batch) -> None:
           f"{verdict}")
 
 
+# What the operator's scrape shows after the run (GET /metrics, the fleet's
+# numbers from Redis): the lines of these families, HTTP by route left out.
+METRICS_EXCERPT = ("bifrost_executions_total", "bifrost_execution_duration_seconds_count",
+                   "bifrost_execution_duration_seconds_sum", "bifrost_execution_stream_",
+                   "bifrost_workers", "bifrost_environment_", "bifrost_store_fallbacks_total",
+                   "bifrost_package_install_failures_total", "bifrost_metrics_redis_up")
+
+
+def print_metrics_excerpt(stack: Any) -> None:
+    response = stack.client.get("/metrics")
+    print(f"\nGET /metrics after the run ({response.status_code}), an excerpt:")
+    for line in response.text.splitlines():
+        if line.startswith(METRICS_EXCERPT) and not line.startswith("#"):
+            print(f"  {line}")
+
+
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -793,6 +809,7 @@ def main(argv: list[str]) -> int:
         print_floors(batch, direct, floor, health)
         print_changes(changes)
         ok = print_summary(batch, baseline, loops, floor, changes, log_problems(stack))
+        print_metrics_excerpt(stack)
         print(f"(done; {host_load()})")
     except KeyboardInterrupt:
         print("\nInterrupted; stopping everything", file=sys.stderr)

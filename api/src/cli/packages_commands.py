@@ -48,12 +48,7 @@ def _unchanged(ctx: Context, answer: dict[str, Any], text: str) -> int:
 
 
 def packages_list(ctx: Context, args: Any) -> int:
-    answer = ctx.client.get("/api/packages")
-    if ctx.json_output:
-        print_json(answer)
-    else:
-        print_packages(answer)
-    return 0
+    return ctx.show("/api/packages", print_packages)
 
 
 def packages_install(ctx: Context, args: Any) -> int:
@@ -102,12 +97,7 @@ def _live_workers(client: ApiClient) -> list[dict[str, Any]]:
 
 
 def packages_outdated(ctx: Context, args: Any) -> int:
-    rows = ctx.client.get("/api/packages/outdated")
-    if ctx.json_output:
-        print_json(rows)
-    else:
-        print_outdated(rows)
-    return 0
+    return ctx.show("/api/packages/outdated", print_outdated)
 
 
 def packages_upgrade(ctx: Context, args: Any) -> int:

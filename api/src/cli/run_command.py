@@ -24,12 +24,7 @@ RUN_WAIT_MARGIN = 30.0
 
 
 def workers(ctx: Context, args: Any) -> int:
-    answer = ctx.client.get("/api/workers")
-    if ctx.json_output:
-        print_json(answer)
-    else:
-        print_workers(answer)
-    return 0
+    return ctx.show("/api/workers", print_workers)
 
 
 def run(ctx: Context, args: Any) -> int:
