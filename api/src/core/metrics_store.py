@@ -53,7 +53,10 @@ REUSES = "bifrost_environment_reuses_total"
 STORE_FALLBACKS = "bifrost_store_fallbacks_total"
 
 # Every histogram's buckets (seconds); above the last, `+Inf`.
-BUCKETS: tuple[float, ...] = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+# A fork-per-execution call takes about a millisecond, an install minutes: both ends are covered.
+BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
+)
 INF = "+Inf"
 SUM = "sum"
 # Distinct package names counted by name; the others are counted as `other`.

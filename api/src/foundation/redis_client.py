@@ -31,8 +31,10 @@ def get_redis(url: str | None = None) -> redis.Redis:
                 socket_connect_timeout=5.0,
                 health_check_interval=30,
                 # A pooled connection that died with a Redis restart is replaced
-                # on the spot, instead of failing the command that found it.
-                retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=3),
+                # on the spot, instead of failing the command that found it. A
+                # Redis that refuses connections is reported within ~30 ms: the
+                # callers have their own answer to an outage (503, the store).
+                retry=Retry(ExponentialBackoff(cap=0.1, base=0.01), retries=2),
                 retry_on_error=[redis.ConnectionError, redis.TimeoutError],
             )
             _clients[url] = client

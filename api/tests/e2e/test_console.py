@@ -33,6 +33,11 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 HOSTS = ("host-a", "host-b")
 WORKERS = 4
 READY_TIMEOUT_MS = 90_000
+# What every `expect` waits at most (Playwright's own default is 5 s): a
+# deadline only bounds a failure, and a busy machine may take longer than
+# 5 s to render what an API call brought back.
+EXPECT_TIMEOUT_MS = 30_000
+PLAYWRIGHT_EXPECT_DEFAULT_MS = 5_000
 
 PACKAGE, VERSION = "console-pkg", "1.0.0"
 FAILING, FAILING_VERSION = "needs-gcc", "1.0"
@@ -67,7 +72,13 @@ UNNAMED_CONTROLS_JS = """() => {
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     with chromium() as launched:
-        yield launched
+        from playwright.sync_api import expect
+
+        expect.set_options(timeout=EXPECT_TIMEOUT_MS)
+        try:
+            yield launched
+        finally:
+            expect.set_options(timeout=PLAYWRIGHT_EXPECT_DEFAULT_MS)
 
 
 @pytest.fixture(scope="module")
@@ -505,8 +516,8 @@ def test_the_page_says_when_the_api_is_unreachable_and_catches_up(console: Conso
     expect(connection).to_have_attribute("data-last-event-id", seen)  # an event came
 
     _kill_the_api(stack)  # the event stream breaks; nothing answers any more
-    expect(connection).to_have_text("Reconnecting to live events…", timeout=10_000)
-    expect(banner).to_be_visible(timeout=10_000)
+    expect(connection).to_have_text("Reconnecting to live events…", timeout=30_000)
+    expect(banner).to_be_visible(timeout=30_000)
     expect(banner).to_contain_text("API unreachable")
 
     _start_the_api_again(stack)

@@ -18,7 +18,6 @@ import redis
 
 from src.api.routers.events import BLOCK_MS
 from src.core import events
-
 from tests.support.sse import EventReader
 from tests.support.stack import Stack
 from tests.support.wheels import build_sdist, build_wheel
@@ -35,7 +34,11 @@ def test_an_install_streams_its_change_workers_and_progress(
     make_stack: Callable[..., Stack], tmp_path: Path
 ) -> None:
     stack = _two_hosts(make_stack, tmp_path)
-    build_wheel(stack.wheelhouse, "evented", "1.0")
+    # Built from source on each host, and the build waits while `hold` exists:
+    # the workers are seen installing, however fast the machine installs.
+    hold = tmp_path / "hold-the-build"
+    hold.touch()
+    build_sdist(stack.wheelhouse, "evented", "1.0", behaviour=f"wait:{hold}")
     stack.start()
     base = f"http://127.0.0.1:{stack.port}"
 
@@ -48,6 +51,10 @@ def test_an_install_streams_its_change_workers_and_progress(
 
         change = watcher.wait("requirements", lambda d: d["hash"] == new_hash)
         assert change.data["added"] == ["evented==1.0"] and change.data["removed"] == []
+        try:
+            watcher.wait("worker", lambda d: d["status"] == "installing", 90)
+        finally:
+            hold.unlink()
         done = watcher.wait("progress", lambda d: d["hash"] == new_hash and d["done"], 90)
         assert done.data["ready"] == done.data["total"] == 2 and done.data["failed"] == []
         workers = watcher.seen("worker")

@@ -15,9 +15,13 @@ from tests.support.stack import Stack
 from tests.support.wheels import build_sdist, build_wheel
 
 ECHO = "def main(x):\n    return x\n"
-SLOW = ("import time\n\n\ndef main(seconds, marker=None):\n"
-        "    if marker:\n        open(marker, 'w').close()\n"
-        "    time.sleep(seconds)\n    return seconds\n")
+# Touches `marker`, then holds its worker until the test creates `release`.
+HELD = ("import os, time\n\n\ndef main(marker, release):\n"
+        "    open(marker, 'w').close()\n"
+        "    deadline = time.monotonic() + 120\n"
+        "    while not os.path.exists(release) and time.monotonic() < deadline:\n"
+        "        time.sleep(0.01)\n"
+        "    return 'done'\n")
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ def test_redis_restarted_empty_under_a_running_system(
     # the module cache comes back from the store, the registry on the next beat.
     record = stack.execute("workflows.echo", params={"x": 2}, timeout=60)
     assert (record["status"], record["result"]) == ("Success", 2), stack.logs()
-    stack.wait(lambda: stack.fleet()["summary"]["total"] == 2, 30, "the pool to re-register")
+    stack.wait(lambda: stack.fleet()["summary"]["total"] == 2, 60, "the pool to re-register")
     # The control channel was re-subscribed: a recycle still reaches the pool.
     stack.wait_subscribed()
     assert stack.client.post("/api/workers/recycle-all").status_code == 202
@@ -79,7 +83,7 @@ def test_redis_down_when_a_worker_starts_it_installs_from_the_store(
     log = stack.logs_dir / "pool-0.log"
     stack.wait(lambda: "Redis unavailable after 3 attempts" in log.read_text() and
                "Installed 1 packages from requirements.txt" in log.read_text() and
-               "ready (install: 1 installed" in log.read_text(), 10,
+               "ready (install: 1 installed" in log.read_text(), 120,
                "the worker to install from the store and be ready")
     print(f"ready with Redis down: {time.monotonic() - started:.2f} s")
     redis_server.start()
@@ -92,17 +96,20 @@ def test_a_pool_killed_with_executions_claimed_loses_none(
 ) -> None:
     stack = _stack(stacks, tmp_path / "s", redis_url, pools=2, workers_per_pool=1,
                    extra_env={"BIFROST_CLAIM_IDLE_SECONDS": "3"}).start()
-    stack.upload("workflows/slow.py", SLOW)
-    markers = exchange_dir / "markers"
+    stack.upload("workflows/held.py", HELD)
+    markers, release = exchange_dir / "markers", exchange_dir / "release"
     markers.mkdir()
-    ids = [stack.submit("workflows.slow", params={"seconds": 1.5,
-                                                  "marker": str(markers / f"m{i}")})
+    ids = [stack.submit("workflows.held", params={"marker": str(markers / f"m{i}"),
+                                                  "release": str(release)})
            for i in range(6)]
-    stack.wait(lambda: len(list(markers.iterdir())) >= 2, 30, "both pools to be busy")
+    # Each execution holds its worker until the release, and a pool takes no
+    # more than it has idle workers: two in hand are one on each pool.
+    stack.wait(lambda: len(list(markers.iterdir())) >= 2, 60, "both pools to be busy")
     victim = stack.pool_processes[0]
     os.killpg(victim.pid, signal.SIGKILL)  # the pool and its worker, mid-execution
-    victim.wait(10)
+    victim.wait(30)
     stack.pool_processes.remove(victim)
+    release.touch()
     records = [stack.wait_final(i, timeout=90) for i in ids]
     statuses = [r["status"] for r in records]
     assert all(s in ("Success", "Failed") for s in statuses), records

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tests.support.stack import Stack
@@ -24,7 +25,17 @@ def main(mb, hold=0):
     time.sleep(hold)
     return len(block) // 2**20
 """
-SLOW = "import time\n\n\ndef main(seconds):\n    time.sleep(seconds)\n    return 'done'\n"
+# With `release`: holds its worker until the test creates that file.
+HELD = """import os
+import time
+
+
+def main(release=None):
+    deadline = time.monotonic() + 120
+    while release and not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+"""
 LIMIT_MB = 10  # below what any fresh worker (a Python process and its template) holds
 
 
@@ -38,7 +49,7 @@ def test_workers_show_their_memory_and_executions_their_peak(
         make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(pools=1, workers_per_pool=1).start()
     stack.upload("workflows/big.py", BIG)
-    worker = stack.wait(lambda: (w := only_worker(stack))["rss_mb"] and w, 10,
+    worker = stack.wait(lambda: (w := only_worker(stack))["rss_mb"] and w, 60,
                         "the worker's resident memory in GET /api/workers")
     assert worker["rss_mb"] > 5, worker
 
@@ -46,44 +57,49 @@ def test_workers_show_their_memory_and_executions_their_peak(
     assert big["status"] == "Success" and big["result"] == 150, big
     assert big["peak_rss_mb"] >= 150, big
     stack.wait(lambda: only_worker(stack)["last_execution_peak_rss_mb"] == big["peak_rss_mb"],
-               10, "the worker to show its last execution's peak")
+               60, "the worker to show its last execution's peak")
 
     # A fresh process per execution: the next one's peak is its own, not the worker's highest.
     small = stack.execute("workflows.big", params={"mb": 1})
     assert small["status"] == "Success" and small["peak_rss_mb"] is not None, small
     assert small["peak_rss_mb"] < 100, small
     stack.wait(lambda: only_worker(stack)["last_execution_peak_rss_mb"] == small["peak_rss_mb"],
-               10, "the worker to show the small execution's peak")
+               60, "the worker to show the small execution's peak")
 
     # While busy, the running execution's memory; a cancelled one still has its peak.
-    held = stack.submit("workflows.big", params={"mb": 120, "hold": 60})
+    held = stack.submit("workflows.big", params={"mb": 120, "hold": 300})
     busy = stack.wait(lambda: ((w := only_worker(stack))["status"] == "busy"
-                               and (w.get("execution_rss_mb") or 0) >= 120 and w), 20,
+                               and (w.get("execution_rss_mb") or 0) >= 120 and w), 60,
                       "the worker to show its running execution's memory")
     assert busy["rss_mb"] < worker["rss_mb"] + 60, (busy, worker)  # the execution is apart
     assert stack.client.post(f"/api/executions/{held}/cancel").status_code == 202
-    cancelled = stack.wait_final(held, 20)
+    cancelled = stack.wait_final(held, 60)
     assert cancelled["status"] == "Failed" and cancelled["peak_rss_mb"] >= 120, cancelled
-    idle = stack.wait(lambda: (w := only_worker(stack))["status"] == "idle" and w, 10,
+    idle = stack.wait(lambda: (w := only_worker(stack))["status"] == "idle" and w, 60,
                       "the worker to be idle again")
     assert idle["execution_rss_mb"] is None, idle
 
 
 def test_a_worker_over_the_memory_limit_is_replaced_after_the_item_in_hand_once(
-        make_stack: Callable[..., Stack]) -> None:
+        make_stack: Callable[..., Stack], exchange_dir: Path) -> None:
     stack = make_stack(pools=1, workers_per_pool=1,
                        extra_env={"BIFROST_WORKER_MAX_RSS_MB": str(LIMIT_MB)})
     stack.start(wait=False)  # the API answers; the pool is still starting
-    stack.upload("workflows/slow.py", SLOW)
-    # Queued before the worker is ready: it is in hand at the worker's first measurement.
-    execution_id = stack.submit("workflows.slow", params={"seconds": 4})
+    stack.upload("workflows/held.py", HELD)
+    # Queued before the worker is ready, and held until the test releases it:
+    # it is in hand at the worker's first measurement, however long that takes.
+    release = exchange_dir / "release"
+    execution_id = stack.submit("workflows.held", params={"release": str(release)})
 
     def retiring_while_busy() -> dict[str, Any] | None:
         workers = stack.fleet()["workers"]
         return next((w for w in workers if w.get("retiring") and w["status"] == "busy"), None)
 
-    first = stack.wait(retiring_while_busy, 30, "the worker to be replaced while it is busy")
-    record = stack.wait_final(execution_id, 30)
+    try:
+        first = stack.wait(retiring_while_busy, 60, "the worker to be replaced while it is busy")
+    finally:
+        release.touch()
+    record = stack.wait_final(execution_id, 60)
     assert record["status"] == "Success" and record["result"] == "done", record
     assert record["worker_id"] == first["worker_id"], (record, first)
     assert first["rss_mb"] > LIMIT_MB, first
@@ -100,9 +116,8 @@ def test_a_worker_over_the_memory_limit_is_replaced_after_the_item_in_hand_once(
     # The replacement starts above the limit too: told once, not replaced again (for a minute).
     too_low = f"[{second['worker_id']}] resident memory"
     stack.wait(lambda: any(too_low in line and "right after its start" in line
-                           for line in log.read_text().splitlines()), 20,
+                           for line in log.read_text().splitlines()), 60,
                "the warning that the limit is below a fresh worker")
     assert only_worker(stack)["worker_id"] == second["worker_id"]
     assert log.read_text().count("replacing it after the item in hand") == 1, stack.logs()
-    assert stack.execute("workflows.slow", params={"seconds": 0})["worker_id"] == \
-        second["worker_id"]
+    assert stack.execute("workflows.held")["worker_id"] == second["worker_id"]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from src.foundation.hashing import sha256_hex
@@ -31,22 +30,33 @@ def main():
     return bifrost_e2e_pkg.VERSION
 """
 
-USES_PKG_SLOWLY = """\
+# Holds its worker (touching `started`) until the test creates `release`.
+USES_PKG_HELD = """\
 import time
+from pathlib import Path
 
 
-def main(seconds=0.0):
-    time.sleep(seconds)
+def main(started, release):
+    Path(started).touch()
+    deadline = time.monotonic() + 120
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     import bifrost_e2e_pkg
     return bifrost_e2e_pkg.VERSION
 """
 
+# With `started` and `release`: held in hand (as above) before it appends.
 APPEND_TOKEN = """\
 import time
+from pathlib import Path
 
 
-def main(token, path, seconds=0.0):
-    time.sleep(seconds)
+def main(token, path, started=None, release=None):
+    if started:
+        Path(started).touch()
+    deadline = time.monotonic() + 120
+    while release and not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with open(path, "a") as f:
         f.write(token + "\\n")
     return token
@@ -123,20 +133,26 @@ def test_install_then_execute(make_stack: StackFactory) -> None:
 def test_recycle_all_loses_nothing(make_stack: StackFactory, exchange_dir: Path) -> None:
     stack = make_stack().start()
     stack.upload("workflows/append_token.py", APPEND_TOKEN)
-    runs = exchange_dir / "runs.log"
+    runs, started, release = (exchange_dir / name for name in ("runs.log", "started", "release"))
+    started.mkdir()
 
     def lines() -> list[str]:
         return runs.read_text().split() if runs.exists() else []
 
     before = {w["worker_id"] for w in stack.wait_ready(EMPTY_HASH)["workers"]}
+    # The first twenty are held until the recycle has been asked: it comes
+    # while both workers have one in hand and the rest wait, on any machine.
     ids = [stack.submit("workflows.append_token", params={
-        "token": f"t{i}", "path": str(runs), "seconds": 0.2}) for i in range(20)]
-    stack.wait(lambda: len(lines()) >= 2, 60, "some executions to run before the recycle")
+        "token": f"t{i}", "path": str(runs), "started": str(started / f"t{i}"),
+        "release": str(release)}) for i in range(20)]
+    stack.wait(lambda: len(list(started.iterdir())) >= 2, 60,
+               "both workers to have an execution in hand")
 
     response = stack.client.post("/api/workers/recycle-all")
     assert response.status_code == 202, response.text
     assert response.json()["subscribers"] == 1, response.json()
-    assert len(lines()) < 20, "the recycle came after every execution had ended"
+    assert lines() == [], "an execution ran past its hold"
+    release.touch()
 
     ids += [stack.submit("workflows.append_token", params={
         "token": f"t{i}", "path": str(runs)}) for i in range(20, 40)]
@@ -186,9 +202,11 @@ def test_uninstall_makes_the_import_fail_again(make_stack: StackFactory) -> None
     _assert_module_missing(stack)
 
 
-def test_two_pools_both_recycle_and_report_the_new_hash(make_stack: StackFactory) -> None:
+def test_two_pools_both_recycle_and_report_the_new_hash(
+    make_stack: StackFactory, exchange_dir: Path
+) -> None:
     stack = _stack_with_package_workflow(make_stack, pools=2, workers_per_pool=1)
-    stack.upload("workflows/uses_pkg_slowly.py", USES_PKG_SLOWLY)
+    stack.upload("workflows/uses_pkg_held.py", USES_PKG_HELD)
     before = stack.wait_ready(EMPTY_HASH)["workers"]
     assert len({_pool_of(w["worker_id"]) for w in before}) == 2, before
 
@@ -201,21 +219,21 @@ def test_two_pools_both_recycle_and_report_the_new_hash(make_stack: StackFactory
     assert not {w["worker_id"] for w in workers} & {w["worker_id"] for w in before}
     assert all(w["install"]["ok"] and not w["install"]["failed"] for w in workers), fleet
 
-    # Work goes to whichever pool reads first: keep both busy until both answered.
-    ran_on: set[str] = set()
-
-    def both_pools_ran() -> bool:
-        ids = [stack.submit("workflows.uses_pkg_slowly", params={"seconds": 0.3})
-               for _ in range(4)]
-        for execution_id in ids:
-            record = stack.wait_final(execution_id)
-            assert (record["status"], record["result"]) == ("Success", VERSION), (
-                f"{record}\n{stack.logs()}"
-            )
-            ran_on.add(_pool_of(record["worker_id"]))
-        return len(ran_on) == 2
-
-    stack.wait(both_pools_ran, 60, "executions on both pools")
+    # Work goes to whichever pool reads first, and a pool takes no more than it
+    # has idle workers: two executions held in hand at once are one per pool.
+    started, release = exchange_dir / "started", exchange_dir / "release"
+    started.mkdir()
+    ids = [stack.submit("workflows.uses_pkg_held", params={
+        "started": str(started / f"e{i}"), "release": str(release)}) for i in range(2)]
+    stack.wait(lambda: len(list(started.iterdir())) == 2, 60, "both executions in hand")
+    release.touch()
+    records = [stack.wait_final(execution_id) for execution_id in ids]
+    for record in records:
+        assert (record["status"], record["result"]) == ("Success", VERSION), (
+            f"{record}\n{stack.logs()}"
+        )
+    assert {_pool_of(r["worker_id"]) for r in records} == {_pool_of(w["worker_id"])
+                                                          for w in workers}
 
 
 def test_worker_killed_mid_execution(make_stack: StackFactory, exchange_dir: Path) -> None:
@@ -223,9 +241,9 @@ def test_worker_killed_mid_execution(make_stack: StackFactory, exchange_dir: Pat
     stack.upload("workflows/sleeper.py", SLEEPER)
     marker = exchange_dir / "started"
 
-    victim = stack.submit("workflows.sleeper", params={"marker": str(marker), "seconds": 60})
+    victim = stack.submit("workflows.sleeper", params={"marker": str(marker), "seconds": 300})
     stack.wait(marker.exists, 60, "the execution to start")
-    worker_id = stack.wait(lambda: stack.record(victim)["worker_id"], 10,
+    worker_id = stack.wait(lambda: stack.record(victim)["worker_id"], 60,
                            "the execution's worker id")
 
     def busy_worker() -> dict[str, Any] | None:
@@ -233,11 +251,11 @@ def test_worker_killed_mid_execution(make_stack: StackFactory, exchange_dir: Pat
         return next((w for w in stack.fleet()["workers"]
                      if w["worker_id"] == worker_id and w["status"] == "busy"), None)
 
-    busy = stack.wait(busy_worker, 10, f"GET /api/workers to show {worker_id} busy")
+    busy = stack.wait(busy_worker, 60, f"GET /api/workers to show {worker_id} busy")
     assert busy["pid"], busy
     os.kill(busy["pid"], signal.SIGKILL)
 
-    record = stack.wait_final(victim, 30)
+    record = stack.wait_final(victim, 60)
     assert record["status"] == "Failed", f"{record}\n{stack.logs()}"
     assert record["error"], record
     assert worker_id in record["error"], record
@@ -279,4 +297,4 @@ def test_old_environments_go_once_no_worker_uses_them(make_stack: StackFactory) 
 
     # The first hash's environment goes once the workers using it retired; the
     # current one stays, and the one before it (for rollback).
-    assert stack.wait(kept, 30, "the oldest environment to be collected") == set(hashes[1:])
+    assert stack.wait(kept, 60, "the oldest environment to be collected") == set(hashes[1:])

@@ -34,6 +34,16 @@ def slow(seconds: float, marker: str | None = None) -> str:
     return "done"
 
 
+def held(started: str, release: str, hold: float = 120.0) -> str:
+    """Touch `started`, then wait until the test creates `release` (at most
+    `hold` seconds): an item in hand for exactly as long as the test needs."""
+    Path(started).touch()
+    deadline = time.monotonic() + hold
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return "done"
+
+
 def probe_version() -> str:
     import bifrost_probe  # type: ignore[import-not-found]  # installed at runtime
 

@@ -3,7 +3,9 @@ and keeps every event, so a test can wait for the one it expects."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ class EventReader:
     _client: httpx.Client | None = None
     _thread: threading.Thread | None = None
     _opened: threading.Event = field(default_factory=threading.Event)
+    _socket: socket.socket | None = None
 
     def __enter__(self) -> EventReader:
         headers = {"Authorization": f"Bearer {self.token}"}
@@ -44,19 +47,27 @@ class EventReader:
                                     timeout=httpx.Timeout(10, read=None))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
-        assert self._opened.wait(15), "GET /api/events did not answer within 15 s"
+        assert self._opened.wait(60), "GET /api/events did not answer within 60 s"
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        # Closing the client does not wake a thread blocked in recv(): shutting
+        # the socket down does, at once (a stream may be quiet for a long time).
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
         if self._client is not None:
-            self._client.close()  # ends the read on the thread
+            self._client.close()
         if self._thread is not None:
-            self._thread.join(10)
+            self._thread.join(30)
+            assert not self._thread.is_alive(), "the events reader did not stop"
 
     def _read(self) -> None:
         assert self._client is not None
         try:
             with self._client.stream("GET", "/api/events") as response:
+                stream = response.extensions.get("network_stream")
+                self._socket = stream.get_extra_info("socket") if stream is not None else None
                 self.status_code = response.status_code
                 self._opened.set()
                 self._parse(response.iter_lines())

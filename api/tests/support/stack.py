@@ -23,7 +23,7 @@ import httpx
 import redis
 
 from src.foundation.local_redis import free_port
-from src.services.execution.control import CONTROL_CHANNEL
+from src.services.execution.control import control_channel
 from tests.support.waiting import wait_for
 
 API_DIR = Path(__file__).resolve().parents[2]
@@ -289,12 +289,12 @@ class Stack:
 
     # --- fleet ---------------------------------------------------------------------------------
 
-    def wait_subscribed(self, timeout: float = 30) -> None:
+    def wait_subscribed(self, timeout: float = 60) -> None:
         """Every pool listens on the control channel (so a broadcast reaches it)."""
         client = redis.from_url(self.redis_url, decode_responses=True)
         try:
             def subscribed() -> bool:
-                counts: Any = client.pubsub_numsub(CONTROL_CHANNEL)
+                counts: Any = client.pubsub_numsub(control_channel(client))
                 return int(counts[0][1]) >= self.pools
 
             self.wait(subscribed, timeout, f"{self.pools} pool(s) on the control channel")

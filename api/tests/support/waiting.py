@@ -10,7 +10,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T | None | bool],
+    condition: Callable[[], T | bool | None],
     timeout: float = 60.0,
     interval: float = 0.05,
     what: str = "the condition",

@@ -65,6 +65,7 @@ export function table(caption, columns, rows) {
 
 export function formatDuration(ms) {
   if (ms === null || ms === undefined) return "—";
+  if (ms < 10) return `${ms.toFixed(2)} ms`;  // sub-millisecond work shows as such
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 

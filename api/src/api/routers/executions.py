@@ -77,7 +77,7 @@ class ExecutionOut(BaseModel):
     result: Any = None
     error: str | None = None
     worker_id: str | None = None
-    duration_ms: int | None = None
+    duration_ms: float | None = None
     # Where the result was changed to fit JSON (NaN -> null, ...).
     notes: list[str] = Field(default_factory=list)
     # The peak resident memory of the execution's process, in MB (when known).
@@ -91,7 +91,7 @@ class ExecutionSummary(BaseModel):
     function: str
     error: str | None = None
     worker_id: str | None = None
-    duration_ms: int | None = None
+    duration_ms: float | None = None
     created_at: float
     updated_at: float
     peak_rss_mb: float | None = None  # as in ExecutionOut

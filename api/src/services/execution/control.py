@@ -24,16 +24,27 @@ logger = logging.getLogger(__name__)
 CONTROL_CHANNEL = "bifrost:control"
 
 
+def control_channel(client: redis.Redis) -> str:
+    """The control channel of the database `client` uses. Pub/sub is server-wide
+    while keys live in one database, so two deployments that share a server on
+    different databases would hear each other's recycles on one channel name:
+    database 0 keeps `bifrost:control`, database N listens on `bifrost:control@N`."""
+    db = int(client.connection_pool.connection_kwargs.get("db") or 0)
+    return CONTROL_CHANNEL if db == 0 else f"{CONTROL_CHANNEL}@{db}"
+
+
 def publish_recycle(reason: str, client: redis.Redis | None = None) -> int:
     """Tell every pool to recycle; returns how many subscribers heard it."""
     message = json.dumps({"action": "recycle", "reason": reason, "sent_at": time.time()})
-    return int((client or get_redis()).publish(CONTROL_CHANNEL, message))  # type: ignore[arg-type]
+    client = client or get_redis()
+    return int(client.publish(control_channel(client), message))  # type: ignore[arg-type]
 
 
 def publish_cancel(execution_id: str, client: redis.Redis | None = None) -> int:
     """Tell the pool running `execution_id` to cancel it."""
     message = json.dumps({"action": "cancel", "id": execution_id, "sent_at": time.time()})
-    return int((client or get_redis()).publish(CONTROL_CHANNEL, message))  # type: ignore[arg-type]
+    client = client or get_redis()
+    return int(client.publish(control_channel(client), message))  # type: ignore[arg-type]
 
 
 class ControlListener(threading.Thread):
@@ -65,7 +76,7 @@ class ControlListener(threading.Thread):
             )
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(CONTROL_CHANNEL)
+                pubsub.subscribe(control_channel(client))
                 if not first:
                     logger.info("Control channel re-subscribed")
                     self.resubscribed.set()

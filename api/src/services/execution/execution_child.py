@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from src.foundation.timing import ms_since
 from src.services.execution.executor import describe_exception, execute_item
-from src.services.execution.processes import READ_CHUNK, die_with_parent, ms_since, write_all
+from src.services.execution.processes import READ_CHUNK, die_with_parent, write_all
 from src.services.execution.protocol import WorkItem, WorkOrder
 from src.services.execution.results import encode_outcome, failure
 from src.services.execution.virtual_import import seed_workspace

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
 from src.services.execution.processes import (
     READ_CHUNK,
@@ -37,7 +38,6 @@ from src.services.execution.processes import (
     empty_directory,
     is_subreaper,
     kill_group,
-    ms_since,
     reap_with_usage,
     settle_memory,
     write_all,

@@ -65,7 +65,7 @@ class ExecutionRecord(TypedDict):
     result: Any
     error: str | None
     worker_id: str | None
-    duration_ms: int | None
+    duration_ms: float | None
     module: str
     function: str
     timeout: NotRequired[float | None]

@@ -15,6 +15,7 @@ from typing import Any, TypedDict
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from src.foundation.timing import ms_since
 from src.services.execution.protocol import ExecutionStatus, WorkItem
 from src.services.execution.virtual_import import reset_workspace_modules
 from src.services.installer.outcome import WHOLE_INSTALL, InstallOutcome
@@ -26,7 +27,7 @@ class ItemOutcome(TypedDict):
     result: Any  # whatever the function returned: not yet JSON
     error: str | None
     worker_id: str
-    duration_ms: int
+    duration_ms: float
 
 
 def execute_item(
@@ -112,5 +113,5 @@ def _result(
         result=value,
         error=error,
         worker_id=worker_id,
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=ms_since(started),
     )

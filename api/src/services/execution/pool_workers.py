@@ -30,6 +30,7 @@ import redis
 from src.core import alerts
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings
+from src.foundation.timing import ms_since
 from src.services.execution.protocol import WorkOrder
 from src.services.execution.registry import WorkerState
 from src.services.execution.results import decode_outcome
@@ -296,7 +297,7 @@ class WorkerSupervisor:
         status: str,
         result: Any,
         error: str | None,
-        duration_ms: int | None = None,
+        duration_ms: float | None = None,
         notes: list[str] | None = None,
         peak_rss_mb: float | None = None,
     ) -> None:
@@ -309,7 +310,7 @@ class WorkerSupervisor:
         if worker.status == "busy":
             worker.status = "idle"
         if duration_ms is None:
-            duration_ms = int((time.monotonic() - held.started) * 1000)
+            duration_ms = ms_since(held.started)
         changes = {"status": status, "result": result, "error": error,
                    "worker_id": worker.worker_id, "duration_ms": duration_ms,
                    "notes": notes or [], "peak_rss_mb": peak_rss_mb}

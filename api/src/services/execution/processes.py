@@ -11,7 +11,6 @@ import os
 import select
 import shutil
 import signal
-import time
 from pathlib import Path
 
 from src.foundation.hardening import prctl
@@ -133,6 +132,3 @@ def empty_directory(directory: Path) -> None:
                 with contextlib.suppress(OSError):
                     os.unlink(entry.path)
 
-
-def ms_since(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)

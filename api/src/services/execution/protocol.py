@@ -47,7 +47,7 @@ class ExecutionOutcome(TypedDict):
     status: ExecutionStatus
     result: Any
     error: str | None
-    duration_ms: int
+    duration_ms: float
     notes: list[str]
 
 

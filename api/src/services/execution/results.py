@@ -41,7 +41,7 @@ def encode_outcome(
     status: ExecutionStatus,
     result: Any,
     error: str | None,
-    duration_ms: int,
+    duration_ms: float,
     *,
     max_bytes: int,
 ) -> bytes:
@@ -74,7 +74,7 @@ def encode_outcome(
     return data
 
 
-def failure(error: str, duration_ms: int, status: ExecutionStatus = "Failed") -> bytes:
+def failure(error: str, duration_ms: float, status: ExecutionStatus = "Failed") -> bytes:
     """An outcome the worker writes itself (its execution process gave none)."""
     return encode_outcome(status, None, error, duration_ms, max_bytes=2 * MAX_ERROR_CHARS)
 
@@ -91,17 +91,29 @@ def decode_outcome(payload: bytes) -> ExecutionOutcome:
             status=status,
             result=data.get("result"),
             error=error if isinstance(error, str) else None,
-            duration_ms=int(data.get("duration_ms") or 0),
+            duration_ms=_duration(data.get("duration_ms")),
             notes=[str(note) for note in data.get("notes") or []],
         )
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError) as exc:
         return ExecutionOutcome(
             status="Failed", result=None, duration_ms=0, notes=[],
             error=f"ResultUnreadable: the execution's answer is not a valid outcome ({exc})",
         )
 
 
-def _dumps(status: ExecutionStatus, result: Any, error: str | None, duration_ms: int,
+def _duration(value: Any) -> float:
+    """An outcome's `duration_ms`: a finite, non-negative number of milliseconds."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"duration_ms is not a number: {value!r:.40}")
+    duration = float(value)
+    if not math.isfinite(duration) or duration < 0:
+        raise ValueError(f"duration_ms is not a finite, non-negative number: {value!r:.40}")
+    return duration
+
+
+def _dumps(status: ExecutionStatus, result: Any, error: str | None, duration_ms: float,
            notes: list[str]) -> bytes | None:
     outcome = ExecutionOutcome(status=status, result=result, error=error,
                                duration_ms=duration_ms, notes=_capped(notes))

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from src.foundation.timing import ms_since
 from src.services.execution.execution_process import Limits
 from src.services.execution.frames import recv_frame, send_frame
 from src.services.execution.protocol import WorkOrder, WorkResult
@@ -62,7 +63,7 @@ class Template:
         if payload is None:
             code = self._stop()
             payload = failure(f"WorkerDied: the execution template exited (code {code}) "
-                              "during the execution", int((time.monotonic() - started) * 1000))
+                              "during the execution", ms_since(started))
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
                           payload=payload, peak_rss_kb=peak_kib)
 

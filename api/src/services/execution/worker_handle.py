@@ -70,4 +70,4 @@ def install_summary(install: InstallOutcome) -> str:
     failed = ", ".join(f["package"] for f in install["failed"])
     return (f"{len(install['installed'])} installed"
             + (f", failed: {failed}" if failed else "")
-            + f" in {install['duration_ms']} ms")
+            + f" in {install['duration_ms']:.1f} ms")

@@ -25,6 +25,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from src.core import metrics_store
+from src.foundation.timing import ms_since
 from src.services.installer import commands, fleet_cache
 from src.services.installer.context import BuildContext
 from src.services.installer.environments import IN_USE_FILE, RECORD_FILE, Environment, EnvRecord
@@ -52,7 +53,7 @@ def build(ctx: BuildContext, previous: Environment | None) -> Environment:
         record = EnvRecord(
             requirements_hash=ctx.requirements_hash, content=ctx.content, installer=installer,
             installed=listing.pins(), failed=failed,
-            duration_ms=int((time.monotonic() - started) * 1000), lock_digest=ctx.lock_digest,
+            duration_ms=ms_since(started), lock_digest=ctx.lock_digest,
         )
         published = ctx.envs.publish(build_dir, record, previous)
         _count_build(ctx, record)

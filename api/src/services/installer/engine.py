@@ -43,6 +43,7 @@ from packaging.utils import canonicalize_name
 
 from src.core import metrics_store
 from src.foundation.settings import Settings, get_settings
+from src.foundation.timing import ms_since
 from src.services.installer import fleet_cache
 from src.services.installer.building import build
 from src.services.installer.context import BuildContext
@@ -220,6 +221,6 @@ def install_outcome(
         skipped=skipped,
         installed=installed or [],
         failed=failed or [],
-        duration_ms=int((time.monotonic() - started) * 1000),
+        duration_ms=ms_since(started),
         requirements_hash=requirements_hash,
     )

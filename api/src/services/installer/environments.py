@@ -50,7 +50,7 @@ class EnvRecord:
     installed: list[str] = field(default_factory=list)
     failed: list[FailedPackage] = field(default_factory=list)
     built_at: float = field(default_factory=time.time)
-    duration_ms: int = 0
+    duration_ms: float = 0.0
     # The digest of the lock it was built from (`Lock.digest()`); None when it
     # was resolved here (no lock, or one that could not be read). The engine
     # reuses an environment for a hash that has a lock only when this is that

@@ -21,5 +21,5 @@ class InstallOutcome(TypedDict):
     skipped: bool
     installed: list[str]
     failed: list[FailedPackage]
-    duration_ms: int
+    duration_ms: float
     requirements_hash: str | None

@@ -30,13 +30,14 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from src.foundation.timing import ms_since
 from src.services.installer.commands import InstallerCall
 
 logger = logging.getLogger(__name__)
 
 StopCheck = Callable[[], bool]
 # (whether the installer succeeded, what it printed, how long it took in ms)
-RunResult = tuple[bool, str, int]
+RunResult = tuple[bool, str, float]
 
 STOP_POLL_SECONDS = 0.2
 # How long the supervisor gets to kill the installer's group and exit once told.
@@ -161,8 +162,8 @@ def run_before(
     try:
         done = run_installer(call.argv, remaining, should_stop, env=call.env)
     except subprocess.TimeoutExpired:
-        return False, f"install timed out after {remaining:.0f} s", int(remaining * 1000)
+        return False, f"install timed out after {remaining:.0f} s", round(remaining * 1000, 3)
     except OSError as exc:
         return False, f"could not run the installer: {exc}", 0
     output = f"{done.stdout or ''}\n{done.stderr or ''}".strip()
-    return done.returncode == 0, output, int((time.monotonic() - started) * 1000)
+    return done.returncode == 0, output, ms_since(started)

@@ -17,11 +17,11 @@ import redis
 
 from src.api.app import create_app
 from src.foundation.settings import get_settings
-from src.services.execution.control import CONTROL_CHANNEL
+from src.services.execution.control import control_channel
 from tests.support.api_server import running_api
 
 TOKEN = "integration-test-token-0123456789"
-MESSAGE_TIMEOUT = 10.0
+MESSAGE_TIMEOUT = 60.0
 
 
 @dataclass
@@ -80,7 +80,7 @@ class ControlWatcher:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self.pubsub = client.pubsub()
-        self.pubsub.subscribe(CONTROL_CHANNEL)
+        self.pubsub.subscribe(control_channel(client))
         deadline = time.monotonic() + MESSAGE_TIMEOUT
         while True:  # the subscription is live once Redis confirms it
             message = self.pubsub.get_message(timeout=0.5)
@@ -99,7 +99,7 @@ class ControlWatcher:
 
     def assert_nothing_published(self) -> None:
         """Nothing was broadcast before now: a marker we publish comes first."""
-        self.client.publish(CONTROL_CHANNEL, json.dumps({"action": "marker"}))
+        self.client.publish(control_channel(self.client), json.dumps({"action": "marker"}))
         assert self.next() == {"action": "marker"}
 
     def close(self) -> None:

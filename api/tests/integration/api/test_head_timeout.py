@@ -26,9 +26,14 @@ from src.api.head_timeout import head_timeout_protocol
 from src.api.server import make_server
 
 BOUND = 0.5
-# How late after the bound a disconnect may come (event loop and CI jitter).
-SLACK = 2.0
-START_TIMEOUT = 15.0
+# How late after the bound a disconnect may still come. It only bounds a
+# failure (a connection the server never closes would stay open for ever):
+# on a busy machine the server's loop may run seconds late.
+SLACK = 20.0
+# How long a connection must stay quiet past the bound to show that no timer
+# closes it (a slow body): the one wait here a passing test pays for.
+QUIET = BOUND + 1.5
+START_TIMEOUT = 60.0
 TOKEN = "head-timeout-token"
 
 HEALTH = b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -78,6 +83,8 @@ def port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
 
 
 def connect(port: int) -> socket.socket:
+    """A connection to the server. Take the start of a bound before calling
+    this: the server's timer starts when it accepts, never before the connect."""
     return socket.create_connection(("127.0.0.1", port), timeout=BOUND + SLACK + 5)
 
 
@@ -113,7 +120,7 @@ class Responses:
         self.buffer += chunk
 
     def next(self) -> bytes:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while b"\r\n\r\n" not in self.buffer:
             self._fill(deadline)
         head, _, rest = self.buffer.partition(b"\r\n\r\n")
@@ -137,16 +144,16 @@ def assert_cut_at_the_bound(sock: socket.socket, started: float) -> bytes:
 
 
 def test_half_a_request_line_is_disconnected_at_the_bound(port: int) -> None:
+    started = time.monotonic()
     with connect(port) as sock:
-        started = time.monotonic()
         sock.sendall(b"GET /heal")
         received = assert_cut_at_the_bound(sock, started)
     assert received.startswith(b"HTTP/1.1 408 "), received
 
 
 def test_headers_never_finished_are_disconnected_at_the_bound(port: int) -> None:
+    started = time.monotonic()
     with connect(port) as sock:
-        started = time.monotonic()
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: test\r\nX-Slow: ")
         received = assert_cut_at_the_bound(sock, started)
     assert received.startswith(b"HTTP/1.1 408 "), received
@@ -154,8 +161,8 @@ def test_headers_never_finished_are_disconnected_at_the_bound(port: int) -> None
 
 def test_a_trickled_head_is_disconnected_although_bytes_keep_coming(port: int) -> None:
     request = b"GET /health HTTP/1.1\r\nHost: test\r\n" + b"X-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    started = time.monotonic()
     with connect(port) as sock:
-        started = time.monotonic()
         sent = 0
         try:
             for byte in request:  # a byte every 50 ms: the head would take 12 s
@@ -173,8 +180,8 @@ def test_a_trickled_head_is_disconnected_although_bytes_keep_coming(port: int) -
 
 
 def test_a_silent_connection_is_closed_at_the_bound_without_an_answer(port: int) -> None:
+    started = time.monotonic()
     with connect(port) as sock:
-        started = time.monotonic()
         received = assert_cut_at_the_bound(sock, started)
     assert received == b""
 
@@ -185,13 +192,14 @@ def test_a_normal_client_is_served_and_kept_alive(port: int) -> None:
         for _ in range(3):
             sock.sendall(HEALTH)
             assert responses.next().startswith(b"HTTP/1.1 200 ")
-        # Pipelined: two heads at once, two answers.
+        # Pipelined: two heads at once, two answers. The clock for the next
+        # head starts again once the last answer is complete, so after `started`.
+        started = time.monotonic()
         sock.sendall(HEALTH + HEALTH)
         assert responses.next().startswith(b"HTTP/1.1 200 ")
         assert responses.next().startswith(b"HTTP/1.1 200 ")
         assert responses.buffer == b""
         # After an answer the clock runs again for the next head.
-        started = time.monotonic()
         sock.sendall(b"GET /hea")
         received = assert_cut_at_the_bound(sock, started)
     assert received.startswith(b"HTTP/1.1 408 "), received
@@ -208,8 +216,9 @@ def test_a_slow_body_is_not_cut_by_the_head_timeout(port: int) -> None:
     with connect(port) as sock:
         sock.sendall(head)
         # Nothing may come back while the body is outstanding: a recv that
-        # times out after more than the bound proves the connection stayed.
-        sock.settimeout(BOUND + 0.5)
+        # times out well after the bound proves the connection stayed (and
+        # the answer to the body, below, that it is still open).
+        sock.settimeout(QUIET)
         with pytest.raises(TimeoutError):
             sock.recv(1)
         sock.sendall(body)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -25,6 +24,7 @@ from src.foundation.settings import get_settings
 from src.services.execution import registry
 from src.services.execution.executions import STREAM_KEY, update_execution
 from src.store.database import dispose_engines
+from tests.support.waiting import wait_for
 from tests.support.wheels import build_wheel
 
 from .conftest import Api, ControlWatcher, serving
@@ -117,10 +117,8 @@ def test_the_token_is_never_logged(system: str, admin_token: str) -> None:
             api.client.get("/api/requirements")
             api.anonymous.get("/api/requirements", headers={"Authorization": "Bearer guess"})
             api.client.put("/api/requirements", json={"content": "-e .\n"})
-            deadline = time.monotonic() + 10
-            while len([r for r in records if r.name == "uvicorn.access"]) < 3:
-                assert time.monotonic() < deadline, "no access log lines"
-                time.sleep(0.02)
+            wait_for(lambda: len([r for r in records if r.name == "uvicorn.access"]) >= 3, 60,
+                     what="the three requests' access log lines")
         finally:
             for logger in loggers:
                 logger.removeHandler(handler)

@@ -113,14 +113,14 @@ def test_event_streams_keep_streaming_and_are_counted_when_they_end(
     api: Api, redis_client: redis.Redis
 ) -> None:
     with (httpx.Client(base_url=api.base_url, headers=api.auth,
-                       timeout=httpx.Timeout(10, read=15)) as client,
+                       timeout=httpx.Timeout(60, read=60)) as client,
           client.stream("GET", "/api/events") as response):
         assert response.status_code == 200
         lines = response.iter_lines()
         # The first event arrives while the stream stays open: nothing held it back.
         assert next(line for line in lines if line.startswith("event:")) == "event: progress"
         assert requests_counted(scrape(api), "GET", "/api/events", 200) == 0
-    wait_for(lambda: requests_counted(scrape(api), "GET", "/api/events", 200) == 1, 10,
+    wait_for(lambda: requests_counted(scrape(api), "GET", "/api/events", 200) == 1, 60,
              what="the closed event stream to be counted")
 
 

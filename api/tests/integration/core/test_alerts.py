@@ -31,6 +31,28 @@ def outcome(failed: list[tuple[str, str]] | None = None, requirements_hash: str 
 FAILING = outcome([(PIN, ERROR)])
 
 
+class Clock:
+    """Stands in for the `time` module of src.core.alerts: the test says what
+    time each report is made at, so which came first never rests on how far
+    apart the machine happened to make them."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float = 1.0) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(alerts, "time", clock)
+    return clock
+
+
 def test_many_pools_reporting_at_once_make_one_alert(redis_client: redis.Redis,
                                                       redis_url: str) -> None:
     reporters = [("host-a", 0), ("host-a", 1), ("host-b", 0), ("host-b", 1)]
@@ -42,7 +64,7 @@ def test_many_pools_reporting_at_once_make_one_alert(redis_client: redis.Redis,
         client = redis.from_url(redis_url, decode_responses=True)  # a pool's own connection
         try:
             for _ in range(rounds):
-                barrier.wait(10)
+                barrier.wait(60)
                 note_outcome(FAILING, host, client)
         except BaseException as exc:
             errors.append(exc)
@@ -53,7 +75,7 @@ def test_many_pools_reporting_at_once_make_one_alert(redis_client: redis.Redis,
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(30)
+        thread.join(60)
     assert not errors
     [alert] = list_alerts(redis_client)
     assert alert["package"] == PIN and alert["hash"] == HASH and alert["error"] == ERROR
@@ -75,10 +97,10 @@ def test_each_package_and_each_hash_has_its_own_alert(redis_client: redis.Redis)
     assert alert_outbox.pending(redis_client) == 3
 
 
-def test_newest_first(redis_client: redis.Redis) -> None:
+def test_newest_first(redis_client: redis.Redis, clock: Clock) -> None:
     for name in ("first", "second", "third"):
         note_outcome(outcome([(f"{name}==1", "x")]), "host-a", redis_client)
-        time.sleep(0.002)  # distinct first_seen scores
+        clock.advance()  # the next one is first seen later
     assert [a["package"] for a in list_alerts(redis_client)] == ["third==1", "second==1",
                                                                  "first==1"]
 
@@ -150,12 +172,14 @@ def test_an_outcome_without_a_hash_is_ignored(redis_client: redis.Redis) -> None
     assert list_alerts(redis_client) == []
 
 
-def test_a_new_host_delays_the_first_delivery_within_a_bound(redis_client: redis.Redis) -> None:
+def test_a_new_host_delays_the_first_delivery_within_a_bound(
+    redis_client: redis.Redis, clock: Clock
+) -> None:
     key = alert_key(HASH, PIN)
     note_outcome(FAILING, "host-a", redis_client)
     first_due = redis_client.zscore(alert_outbox.OUTBOX_KEY, key)
     assert first_due is not None
-    time.sleep(0.05)
+    clock.advance()  # the next reports come a second later
     note_outcome(FAILING, "host-a", redis_client)  # the same host: no change
     assert redis_client.zscore(alert_outbox.OUTBOX_KEY, key) == first_due
     note_outcome(FAILING, "host-b", redis_client)
@@ -173,14 +197,15 @@ def test_a_new_host_delays_the_first_delivery_within_a_bound(redis_client: redis
 
 def test_one_claim_per_due_delivery(redis_client: redis.Redis, redis_url: str) -> None:
     note_outcome(FAILING, "host-a", redis_client)
-    due = time.time() + alert_outbox.GATHER_SECONDS
+    due = redis_client.zscore(alert_outbox.OUTBOX_KEY, alert_key(HASH, PIN))
+    assert due is not None
     assert alert_outbox.claim(redis_client, due - 1) is None  # not due yet
     barrier = threading.Barrier(4)
     claims: list[Any] = []
 
     def claim() -> None:
         client = redis.from_url(redis_url, decode_responses=True)
-        barrier.wait(10)
+        barrier.wait(60)
         claims.append(alert_outbox.claim(client, due + 1))
         client.close()
 
@@ -188,7 +213,7 @@ def test_one_claim_per_due_delivery(redis_client: redis.Redis, redis_url: str) -
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(10)
+        thread.join(60)
     assert sorted(claims, key=lambda c: c is None) == [(alert_key(HASH, PIN), 1), None, None, None]
     assert list_alerts(redis_client)[0]["delivery"]["status"] == "sending"
     # A sender that died holding it: the delivery comes due again after the lease.
@@ -215,13 +240,13 @@ def test_settle_retries_or_finishes(redis_client: redis.Redis) -> None:
 
 
 def test_the_oldest_alerts_are_dropped_beyond_the_cap(
-    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch, clock: Clock
 ) -> None:
     monkeypatch.setattr(alerts, "MAX_ALERTS", 3)
     hashes = [str(n) * 64 for n in range(5)]
     for n, requirements_hash in enumerate(hashes):
         note_outcome(outcome([(f"p{n}==1", "x")], requirements_hash), "host-a", redis_client)
-        time.sleep(0.002)
+        clock.advance()  # the next one is first seen later
     assert [a["package"] for a in list_alerts(redis_client)] == ["p4==1", "p3==1", "p2==1"]
     dropped = alert_key(hashes[0], "p0==1")
     assert not redis_client.exists(dropped, dropped + ":hosts", alerts.OPEN_PREFIX + hashes[0])

@@ -79,7 +79,7 @@ HOSTILE = textwrap.dedent('''
                     f.write(str(os.getpid()))
                 time.sleep(300)
             os._exit(0)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not os.path.exists(pidfile) and time.monotonic() < deadline:
             time.sleep(0.01)
         return "escaped"
@@ -248,12 +248,14 @@ def test_executions_do_not_share_an_interpreter(pool: Path, redis_client: redis.
 def test_a_timeout_kills_the_whole_process_group(pool: Path, redis_client: redis.Redis,
                                                  exchange_dir: Path) -> None:
     pidfile = exchange_dir / "sleep.pid"
-    record = _run(redis_client, "spawn_and_hang", timeout=1.5, pidfile=str(pidfile))
-    assert record["status"] == "Timeout" and "1.5 s" in record["error"]
+    # Long enough for the workflow to start its subprocess before the timeout
+    # on a busy machine too (a timeout that came first would leave no pidfile).
+    record = _run(redis_client, "spawn_and_hang", timeout=5, pidfile=str(pidfile))
+    assert record["status"] == "Timeout" and "exceeded 5 s" in record["error"], record
     sleeper = int(pidfile.read_text())
-    wait_for(lambda: not _alive(sleeper), 10, what="the workflow's subprocess to die")
+    wait_for(lambda: not _alive(sleeper), 60, what="the workflow's subprocess to die")
     # the worker itself survived the timeout, and is idle again
-    wait_for(lambda: _idle(redis_client) == 2, 10, what="both workers idle")
+    wait_for(lambda: _idle(redis_client) == 2, 60, what="both workers idle")
 
 
 def test_zombies_and_escaped_sessions_are_reaped(pool: Path, redis_client: redis.Redis,
@@ -272,18 +274,18 @@ def test_zombies_and_escaped_sessions_are_reaped(pool: Path, redis_client: redis
 
 
 def test_cancel_a_running_and_a_pending_execution(pool: Path, redis_client: redis.Redis) -> None:
-    running = [executions.enqueue_execution("flows.hostile", "slow", {"seconds": 60},
+    running = [executions.enqueue_execution("flows.hostile", "slow", {"seconds": 300},
                                             redis_client) for _ in range(2)]
     wait_for(lambda: all(executions.get_execution(i, redis_client)["status"] == "Running"
-                         for i in running), 30, what="both running")
+                         for i in running), 60, what="both running")
     pending = executions.enqueue_execution("flows.hostile", "slow", {"seconds": 0}, redis_client)
     assert executions.cancel_execution(pending, redis_client) == "Pending"
     assert executions.cancel_execution(running[0], redis_client) == "Running"
-    record = _final(redis_client, running[0], wait=10)
+    record = _final(redis_client, running[0], wait=60)
     assert record["status"] == "Failed" and record["error"].startswith("Cancelled")
-    assert record["duration_ms"] < 10_000
+    assert record["duration_ms"] < 60_000  # cut short: the workflow sleeps 300 s
     executions.cancel_execution(running[1], redis_client)
-    _final(redis_client, running[1], wait=10)
+    _final(redis_client, running[1], wait=60)
     assert executions.get_execution(pending, redis_client)["status"] == "Failed"
     with pytest.raises(executions.ExecutionFinished):
         executions.cancel_execution(pending, redis_client)

@@ -41,7 +41,7 @@ def read_one(client: redis.Redis, stream: StreamConsumer) -> tuple[str, str]:
     return taken[0], execution_id
 
 
-def ended(status: str, result: Any = 1, duration_ms: int = 1500) -> dict[str, Any]:
+def ended(status: str, result: Any = 1, duration_ms: float = 1500) -> dict[str, Any]:
     return {"status": status, "result": result, "error": None, "worker_id": "w-test",
             "duration_ms": duration_ms, "notes": []}
 
@@ -70,6 +70,19 @@ def test_an_end_is_counted_by_status_with_its_duration(redis_client: redis.Redis
     assert durations(redis_client) == {
         metrics_store.histogram_field({}, "2.5"): 3,  # 1.5 s each
         metrics_store.histogram_field({}, "sum"): 4.5,
+    }
+
+
+def test_a_sub_millisecond_end_counts_in_the_sum(redis_client: redis.Redis) -> None:
+    stream = consumer("pool-a")
+    entry_id, execution_id = read_one(redis_client, stream)
+    stream.record_outcome(execution_id, entry_id, ended("Success", duration_ms=0.2))
+
+    record = executions.get_execution(execution_id, redis_client)
+    assert record is not None and record["duration_ms"] == 0.2
+    assert durations(redis_client) == {
+        metrics_store.histogram_field({}, "0.001"): 1,  # the smallest bucket
+        metrics_store.histogram_field({}, "sum"): pytest.approx(0.0002),
     }
 
 
@@ -119,7 +132,7 @@ def test_an_execution_a_dead_pool_was_running_is_counted_failed(
                                               "-", "+", 10)
         return bool(entries) and all(int(e["time_since_delivered"]) >= 150 for e in entries)
 
-    wait_for(idle, 10, what="the dead pool's entry to idle")
+    wait_for(idle, 60, what="the dead pool's entry to idle")
     consumer("pool-live", claim_idle=0.1).reclaim([])
 
     assert counts(redis_client) == {status_field("Failed"): 1}

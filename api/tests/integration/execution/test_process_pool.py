@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from src.core import metrics_store
 from src.services.execution import executions, registry
 from src.services.execution.control import publish_recycle
 from tests.support.pools import running_pool
@@ -54,6 +55,13 @@ def test_executions_run_and_results_come_back(
     assert records[10]["status"] == "Failed" and records[10]["error"] == "ValueError: boom"
     assert redis_client.xlen(executions.STREAM_KEY) == 0  # acknowledged and deleted
     assert registry.list_pools(redis_client) == []  # a stopped pool deregisters
+    # `add` takes well under a millisecond: kept to the microsecond, it still
+    # has a duration, and each one counts in the fleet's histogram.
+    took = [r["duration_ms"] for r in records]
+    assert all(isinstance(ms, float) and ms > 0 for ms in took), took
+    histogram = redis_client.hgetall(metrics_store.histogram_key(metrics_store.EXECUTION_DURATION))
+    total = float(histogram[metrics_store.histogram_field({}, "sum")])  # type: ignore[index]
+    assert total == pytest.approx(sum(took) / 1000, rel=1e-6, abs=1e-9)
 
 
 
@@ -71,7 +79,11 @@ def test_recycle_loses_nothing_and_runs_nothing_twice(
                                                           "seconds": 0.05}, redis_client)
                for i in range(40)]
         wait_for(lambda: len(_runs(log)) >= 5, 60, what="some runs before the recycle")
-        assert publish_recycle("test", redis_client) == 1
+        # The pool subscribes to the control channel on a thread of its own:
+        # idle workers do not prove it listens yet. A broadcast nobody heard
+        # changes nothing, so asking again until one is heard is safe.
+        wait_for(lambda: publish_recycle("test", redis_client) == 1, 30,
+                 what="the pool to hear the recycle")
         ids += [executions.enqueue_execution(WF, "mark", {"token": f"t{i}", "log": str(log)},
                                              redis_client) for i in range(40, 60)]
         records = [wait_for(lambda i=i: _final(redis_client, i), 120, what=f"execution {i}")
@@ -90,12 +102,12 @@ def test_a_worker_killed_mid_execution_fails_it_and_is_replaced(
     with running_pool(pool_env, workers=1, log_path=tmp_path / "pool.log"):
         wait_for(lambda: _all_idle(redis_client, 1), 60, what="an idle worker")
         victim = executions.enqueue_execution(
-            WF, "slow", {"seconds": 30, "marker": str(started)}, redis_client)
-        wait_for(started.exists, 30, what="the execution to start")
+            WF, "slow", {"seconds": 300, "marker": str(started)}, redis_client)
+        wait_for(started.exists, 60, what="the execution to start")
         worker_pid = _workers(redis_client)[0]["pid"]
         assert worker_pid is not None
         os.kill(worker_pid, signal.SIGKILL)
-        record = wait_for(lambda: _final(redis_client, victim), 30, what="the victim's end")
+        record = wait_for(lambda: _final(redis_client, victim), 60, what="the victim's end")
         assert record["status"] == "Failed"
         assert "WorkerDied" in (record["error"] or "")
         next_one = executions.enqueue_execution(WF, "add", {"a": 1, "b": 2}, redis_client)
@@ -107,11 +119,13 @@ def test_a_worker_killed_mid_execution_fails_it_and_is_replaced(
 def test_an_execution_past_the_timeout_is_killed_and_marked(
     pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path
 ) -> None:
-    env = {**pool_env, "BIFROST_EXECUTION_TIMEOUT": "1"}
+    # Long enough for the quick one after it to finish within it on a busy
+    # machine too (the timeout applies to every execution of the pool).
+    env = {**pool_env, "BIFROST_EXECUTION_TIMEOUT": "5"}
     with running_pool(env, workers=1, log_path=tmp_path / "pool.log"):
         wait_for(lambda: _all_idle(redis_client, 1), 60, what="an idle worker")
-        slow = executions.enqueue_execution(WF, "slow", {"seconds": 60}, redis_client)
-        record = wait_for(lambda: _final(redis_client, slow), 30, what="the timeout")
+        slow = executions.enqueue_execution(WF, "slow", {"seconds": 300}, redis_client)
+        record = wait_for(lambda: _final(redis_client, slow), 60, what="the timeout")
         assert record["status"] == "Timeout"
         quick = executions.enqueue_execution(WF, "add", {"a": 2, "b": 2}, redis_client)
         assert wait_for(lambda: _final(redis_client, quick), 60)["result"] == 4

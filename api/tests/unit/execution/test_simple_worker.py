@@ -15,7 +15,6 @@ import pytest
 
 from src.services.execution.simple_worker import _install_requirements_from_cache_sync
 
-
 # === 1. The worker start-up spec's tests: verbatim, do not edit ====================
 
 

@@ -52,6 +52,13 @@ def idle_for(client: redis.Redis, ms: int) -> bool:
     return bool(entries) and all(int(e["time_since_delivered"]) >= ms for e in entries)
 
 
+def seem_idle(client: redis.Redis, entry_ids: list[str], owner: str, ms: int) -> None:
+    """As if nobody had claimed the entries for `ms`: Redis's own idle time,
+    set by the test (XCLAIM ... IDLE), the owner and the delivery count kept."""
+    client.xclaim(executions.STREAM_KEY, executions.GROUP, owner, min_idle_time=0,
+                  message_ids=entry_ids, idle=ms, justid=True)
+
+
 def take_all(stream: StreamConsumer) -> list[tuple[str, str]]:
     """(entry id, execution id) of every order the backlog holds."""
     taken = []
@@ -282,7 +289,7 @@ def test_reclaim_takes_over_what_a_dead_pool_held(
     dead.read(10, block_ms=10)
     assert executions.start_execution(running, "w-dead", redis_client)
     executions.update_execution(finished, redis_client, status="Success", result=1)
-    wait_for(lambda: idle_for(redis_client, 150), 10, what="the entries to idle")
+    wait_for(lambda: idle_for(redis_client, 150), 60, what="the entries to idle")
 
     live = consumer("pool-live", downs, claim_idle=0.1)
     live.reclaim([])
@@ -312,12 +319,15 @@ def test_reclaim_keeps_the_entries_a_pool_runs_its_own(
     owner = consumer("pool-a", downs, claim_idle=30.0)
     owner.read(1, block_ms=10)
     held = [entry_id for entry_id, _ in take_all(owner)]
-    wait_for(lambda: idle_for(redis_client, 300), 10, what="the entry to idle")
+    # Idle for a minute, twice what another pool waits before it takes over:
+    # set in Redis, not waited for, so that the entry is certainly stale before
+    # the owner's refresh and certainly fresh (seconds old at most) after it.
+    seem_idle(redis_client, held, "pool-a", 60_000)
     owner.reclaim(held)  # the owner's heartbeat: the entry is fresh again
-    other = consumer("pool-b", downs, claim_idle=0.25)
+    other = consumer("pool-b", downs, claim_idle=30.0)
     other.reclaim([])
     assert other.backlog == [] and pending_of(redis_client) == {held[0]: "pool-a"}
-    wait_for(lambda: idle_for(redis_client, 300), 10, what="the entry to idle again")
+    seem_idle(redis_client, held, "pool-a", 60_000)
     other.reclaim([])  # the owner stopped refreshing it: now it is taken over
     assert [entry_id for entry_id, _ in take_all(other)] == held
 
@@ -327,7 +337,7 @@ def test_reclaim_takes_over_a_bounded_batch_per_call(
 ) -> None:
     enqueue(redis_client, RECLAIM_BATCH + 5)
     consumer("pool-dead", downs).read(RECLAIM_BATCH + 5, block_ms=10)
-    wait_for(lambda: idle_for(redis_client, 150), 10, what="the entries to idle")
+    wait_for(lambda: idle_for(redis_client, 150), 60, what="the entries to idle")
     live = consumer("pool-live", downs, claim_idle=0.1)
     live.reclaim([])
     assert len(live.backlog) == RECLAIM_BATCH

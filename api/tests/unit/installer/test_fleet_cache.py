@@ -52,21 +52,30 @@ def test_calls_run_in_order_on_one_daemon_thread(executor: DelayedDaemonExecutor
 
 def test_a_call_starts_after_the_delay() -> None:
     uploads = DelayedDaemonExecutor("test-delayed", delay=0.3)
+    gate = threading.Event()  # the call cannot end before the test opens it
+
+    def started_at() -> float:
+        now = time.monotonic()
+        gate.wait(60)
+        return now
+
     try:
         submitted = time.monotonic()
-        future = uploads.submit(time.monotonic)
-        assert not future.done()
-        assert future.result(10) - submitted >= 0.3
+        future = uploads.submit(started_at)
+        assert not future.done()  # submit neither ran the call nor waited for it
+        gate.set()
+        assert future.result(60) - submitted >= 0.3
     finally:
+        gate.set()
         uploads.shutdown()
 
 
 def test_wait_reports_a_call_still_running(executor: DelayedDaemonExecutor) -> None:
     release = threading.Event()
-    executor.submit(release.wait, 10)
+    executor.submit(release.wait, 60)  # running until the test releases it
     assert not executor.wait(0.1)
     release.set()
-    assert executor.wait(10)
+    assert executor.wait(60)
 
 
 def test_an_exception_goes_to_the_future(executor: DelayedDaemonExecutor) -> None:
@@ -80,12 +89,12 @@ def test_an_exception_goes_to_the_future(executor: DelayedDaemonExecutor) -> Non
 
 
 def test_shutdown_drops_what_has_not_started() -> None:
-    uploads = DelayedDaemonExecutor("test-shutdown", delay=30)
+    uploads = DelayedDaemonExecutor("test-shutdown", delay=300)
     ran: list[int] = []
     futures = [uploads.submit(ran.append, n) for n in range(3)]
     started = time.monotonic()
     uploads.shutdown(wait=True, cancel_futures=True)
-    assert time.monotonic() - started < 5  # the delay was cut short
+    assert time.monotonic() - started < 60  # the delay of 300 s was cut short
     assert ran == []
     for future in futures:
         with pytest.raises(CancelledError):
@@ -109,14 +118,14 @@ def test_a_forked_child_gets_an_uploader_of_its_own(tmp_path: Path) -> None:
     """The child has no copy of its parent's worker thread: what it submits
     must still run (the parent's call is mid-way at the fork)."""
     release = threading.Event()
-    fleet_cache._uploads.submit(release.wait, 30)
+    fleet_cache._uploads.submit(release.wait, 120)
     marker = tmp_path / "child-ran"
     pid = os.fork()
     if pid == 0:  # the child: report by exit status only
         code = 1
         try:
             fleet_cache._uploads.submit(marker.touch)
-            code = 0 if fleet_cache.wait_for_uploads(10) and marker.exists() else 2
+            code = 0 if fleet_cache.wait_for_uploads(60) and marker.exists() else 2
         finally:
             os._exit(code)
     try:
@@ -124,7 +133,7 @@ def test_a_forked_child_gets_an_uploader_of_its_own(tmp_path: Path) -> None:
     finally:
         release.set()
     assert os.waitstatus_to_exitcode(status) == 0
-    assert fleet_cache.wait_for_uploads(10)
+    assert fleet_cache.wait_for_uploads(60)
 
 
 def test_publish_in_background_never_raises_once_stopped(
