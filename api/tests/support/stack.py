@@ -10,10 +10,13 @@ those files are added to every failure this helper reports.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +27,8 @@ import redis
 
 from src.foundation.local_redis import free_port
 from src.services.execution.control import control_channel
+from src.store.database import dispose_engines
+from src.store.migrate import upgrade_to_head
 from tests.support.waiting import wait_for
 
 API_DIR = Path(__file__).resolve().parents[2]
@@ -32,6 +37,17 @@ STOP_TIMEOUT = 20.0
 LOG_TAIL_LINES = 40
 
 T = TypeVar("T")
+
+
+@functools.cache
+def migrated_store() -> Path:
+    """An empty SQLite store at the schema's head, made once per test process."""
+    directory = Path(tempfile.mkdtemp(prefix="bifrost-migrated-store-"))
+    path = directory / "bifrost.db"
+    url = f"sqlite:///{path}"
+    upgrade_to_head(url)
+    dispose_engines()  # its writes are in the file itself before it is copied
+    return path
 
 
 class Stack:
@@ -122,9 +138,22 @@ class Stack:
             )
         assert result.returncode == 0, f"bifrost init exited {result.returncode}\n{self.logs()}"
 
-    def start(self, *, init: bool = True, wait: bool = True) -> Stack:
-        """init (optional), the API (waits for /health), then the pools
-        (waits until every worker is ready on the requirements in effect)."""
+    def start(self, *, init: bool | None = None, wait: bool = True) -> Stack:
+        """The store, the API (waits for /health), then the pools (waits until
+        every worker is ready on the requirements in effect).
+
+        `init=True` runs `bifrost init` first. By default it runs only for a
+        store that exists already (a restart). A new store is a copy of one
+        this test process migrated once: on an empty store and an emptied
+        Redis, `init` migrates and writes nothing else, so the copy is what it
+        would leave, without the start of one more process per test. `init`
+        itself is tested in tests/integration/scripts/ and through `bifrost up`.
+        """
+        store = self.root / "bifrost.db"
+        if init is None:
+            init = store.exists()
+            if not init:
+                shutil.copyfile(migrated_store(), store)
         if init:
             self.init()
         self.port = free_port()

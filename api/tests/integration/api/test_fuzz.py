@@ -52,6 +52,9 @@ from .served import ApiState, migrated_sqlite, module_server, read_state, use_ba
 SCHEMA_EXAMPLES_PER_ROUTE = 70
 RAW_EXAMPLES_PER_ROUTE = 100
 REQUEST_TIMEOUT = 30.0
+# A chunked body goes out as SMALL_CHUNKS pieces of SMALL_CHUNK bytes, then
+# pieces of LARGE_CHUNK bytes (see `chunks`).
+SMALL_CHUNK, SMALL_CHUNKS, LARGE_CHUNK = 7, 64, 1024
 
 GOOD_REQUIREMENTS = "alpha==1\n"
 GOOD_PATH = "workflows/hello.py"
@@ -451,6 +454,17 @@ def body_fields(schema: Any, operation: Any) -> list[str]:
     return sorted(media.get("properties", {}))
 
 
+def chunks(body: bytes) -> Iterator[bytes]:
+    """The pieces of a chunked body: 7 bytes at first, so that chunk edges fall
+    inside tokens, escapes and UTF-8 sequences, then 1 KiB, so that a large
+    body does not cost a write (and a parse on the server) per 7 bytes."""
+    small = SMALL_CHUNK * SMALL_CHUNKS
+    for start in range(0, min(len(body), small), SMALL_CHUNK):
+        yield body[start : start + SMALL_CHUNK]
+    for start in range(small, len(body), LARGE_CHUNK):
+        yield body[start : start + LARGE_CHUNK]
+
+
 def send_raw(
     api: Api,
     method: str,
@@ -477,8 +491,7 @@ def send_raw(
         connection.endheaders()
         try:
             if chunked:
-                for start in range(0, len(body), 7):
-                    piece = body[start : start + 7]
+                for piece in chunks(body):
                     connection.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
                 connection.send(b"0\r\n\r\n")
             else:
