@@ -192,7 +192,20 @@ async def _request_validation(request: Request, exc: Exception) -> JSONResponse:
     return validation_error_response(errors)
 
 
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """A 500 with a reason, and the traceback in the API's log under this
+    module's name (uvicorn also logs it, to its own handler)."""
+    logger.error("%s %s failed: %s", request.method, request.url.path, exc, exc_info=exc)
+    return JSONResponse(
+        status_code=500,
+        content={"detail": f"internal error ({type(exc).__name__}): the API's log has the "
+                           "traceback"},
+    )
+
+
 def install_exception_handlers(app: FastAPI) -> None:
+    # Whatever no handler below maps: logged here, answered with a reason.
+    app.add_exception_handler(Exception, _unexpected)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_exception)
     app.add_exception_handler(InvalidRequirements, _invalid_requirements)
