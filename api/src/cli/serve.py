@@ -160,9 +160,11 @@ def _redis_for_up() -> LocalRedis | None:
     local_redis: LocalRedis | None = None
     if "REDIS_URL" not in os.environ and not redis_answers("redis://localhost:6379"):
         data_dir = get_settings().data_path
-        local_redis = LocalRedis(data_dir / "redis", free_port(), persist=True).start()
+        local_redis = LocalRedis(data_dir / "redis", free_port(), persist=True,
+                                 hardened=True).start()
         os.environ["REDIS_URL"] = local_redis.url
-        print(f"Started a private Redis at {local_redis.url} (files in {data_dir / 'redis'})")
+        print(f"Started a private Redis at 127.0.0.1:{local_redis.port}, with a password "
+              f"(files and password in {data_dir / 'redis'})")
     get_settings.cache_clear()
     return local_redis
 

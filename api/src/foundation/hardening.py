@@ -21,6 +21,7 @@ import ctypes
 import logging
 import os
 import stat
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -37,6 +38,10 @@ PRIVATE_FILE_MODE = 0o600
 SECRET_VARIABLES = (
     "BIFROST_ADMIN_TOKEN", "BIFROST_READ_TOKEN", "BIFROST_ALERT_WEBHOOK", "DATABASE_URL",
 )
+# What reaches the control plane, which no execution may hold: the secrets, and
+# the Redis URL (it carries Redis's password; the worker talks to Redis for
+# its executions, which never open a connection of their own).
+CONTROL_PLANE_VARIABLES = (*SECRET_VARIABLES, "REDIS_URL")
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
@@ -82,6 +87,19 @@ def drop_secrets_from_environment() -> None:
 def without_secrets(environ: Mapping[str, str]) -> dict[str, str]:
     """`environ` without the platform's secrets, for a child that needs none."""
     return {name: value for name, value in environ.items() if name not in SECRET_VARIABLES}
+
+
+def for_executions(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` without anything that reaches the control plane: the
+    environment of the process executions are forked from."""
+    return {name: value for name, value in environ.items()
+            if name not in CONTROL_PLANE_VARIABLES}
+
+
+def redis_without_password(url: str) -> bool:
+    """True when `url` names a TCP Redis and gives no password for it."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme in ("redis", "rediss") and not parts.password
 
 
 def private_directory(path: Path, *, what: str = "directory", create: bool = True) -> None:

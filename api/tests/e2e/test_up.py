@@ -4,6 +4,7 @@ SIGINT stops every process it started."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -108,6 +109,68 @@ request = urllib.request.Request("http://127.0.0.1:8123/api/workers",
 while json.load(urllib.request.urlopen(request))["summary"]["ready"] != 1:
     assert time.monotonic() < deadline, "no ready worker"
     time.sleep(0.1)
+
+# The private Redis: a password, and the commands that would hand over the
+# machine refused even to a client that has it.
+import re, redis
+log = (data.parent / "up.log").read_text(errors="replace")
+port = int(re.search(r"Started a private Redis at 127\.0\.0\.1:(\d+)", log).group(1))
+password = (data / "redis" / "password").read_text().strip()
+checks = {"password_mode": oct((data / "redis" / "password").stat().st_mode & 0o777),
+          "password_in_log": password in log}
+try:
+    redis.Redis(port=port).ping()
+    checks["without_password"] = "answered"
+except redis.AuthenticationError as exc:
+    checks["without_password"] = "refused"
+client = redis.Redis(port=port, password=password)
+checks["with_password"] = client.ping()
+refused = {}
+for command in (["CONFIG", "GET", "dir"], ["MODULE", "LIST"], ["DEBUG", "SLEEP", "0"],
+                ["SAVE"], ["BGSAVE"], ["FLUSHALL"], ["ACL", "LIST"], ["SHUTDOWN"],
+                ["REPLICAOF", "NO", "ONE"], ["SLAVEOF", "NO", "ONE"]):
+    try:
+        client.execute_command(*command)
+        refused[command[0]] = False
+    except redis.ResponseError as exc:
+        refused[command[0]] = "unknown command" in str(exc)
+checks["refused"] = refused
+
+# What an execution holds: no Redis URL or password, in its environment or in
+# any command line it can read.
+source = (
+    "import os\n"
+    "from pathlib import Path\n"
+    "def main(password):\n"
+    "    lines = []\n"
+    "    for p in Path('/proc').glob('[0-9]*/cmdline'):\n"
+    "        try:\n"
+    "            lines.append(p.read_bytes())\n"
+    "        except OSError:\n"
+    "            pass\n"
+    "    return {'env': sorted(k for k in os.environ if 'REDIS' in k or 'DATABASE' in k\n"
+    "                          or 'TOKEN' in k or 'WEBHOOK' in k),\n"
+    "            'in_env': any(password in v for v in os.environ.values()),\n"
+    "            'in_cmdlines': any(password.encode() in line for line in lines),\n"
+    "            'cmdlines_read': len(lines)}\n"
+)
+def call(method, path, body):
+    req = urllib.request.Request("http://127.0.0.1:8123" + path, data=body, method=method,
+                                 headers={"Authorization": "Bearer " + token,
+                                          "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req))
+call("PUT", "/api/files/workflows/probe.py", source.encode())
+submitted = call("POST", "/api/executions", json.dumps(
+    {"module": "workflows.probe", "function": "main",
+     "parameters": {"password": password}}).encode())
+while True:
+    record = call("GET", "/api/executions/" + submitted["id"], None)
+    if record["status"] not in ("Pending", "Running"):
+        break
+    assert time.monotonic() < deadline + 60, "the probe did not finish"
+    time.sleep(0.1)
+checks["execution"] = record.get("result") if record["status"] == "Success" else record
+print("checks", json.dumps(checks))
 up.send_signal(signal.SIGINT)
 print("exit", up.wait(60))
 '''
@@ -128,8 +191,16 @@ def test_up_starts_a_private_redis_when_none_answers(tmp_path: Path) -> None:
     )
     log = (tmp_path / "up.log").read_text(errors="replace")
     assert done.returncode == 0, done.stdout + done.stderr + log
-    assert done.stdout.strip() == "exit 0", log
-    assert "Started a private Redis at redis://127.0.0.1:" in log
+    checks_line, exit_line = done.stdout.strip().splitlines()[-2:]
+    assert exit_line == "exit 0", log
+    assert "Started a private Redis at 127.0.0.1:" in log
+    checks = json.loads(checks_line.removeprefix("checks "))
+    assert checks["password_mode"] == "0o600" and not checks["password_in_log"], checks
+    assert checks["without_password"] == "refused" and checks["with_password"] is True, checks
+    assert all(checks["refused"].values()), checks["refused"]
+    execution = checks["execution"]
+    assert execution["env"] == [] and not execution["in_env"], execution
+    assert not execution["in_cmdlines"] and execution["cmdlines_read"] > 0, execution
     assert (data / "redis" / "redis.log").exists()  # its files live in the data dir
     assert "Bifrost stopped" in log
 

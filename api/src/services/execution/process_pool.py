@@ -43,7 +43,7 @@ from typing import Any
 import redis
 
 from src.core.requirements_cache import cached_hash
-from src.foundation.hardening import drop_secrets_from_environment
+from src.foundation.hardening import drop_secrets_from_environment, redis_without_password
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings, get_settings
 from src.services.execution import executions
@@ -79,6 +79,12 @@ class ProcessPool:
         # Worker processes descend from a forkserver this process starts: no
         # execution finds the secrets in the environment block it inherits.
         drop_secrets_from_environment()
+        if redis_without_password(self.settings.redis_url):
+            logger.warning(
+                "Pool %s: REDIS_URL gives no password. Executions hold no Redis URL, "
+                "but a workflow that finds the server on the network could rewrite what "
+                "every worker reads: give Redis a password (README, \"What executions "
+                "cannot reach\")", self.pool_id)
         self.control = ControlListener(self.settings.redis_url)
         self.started_at = time.time()
         self._stopping = False

@@ -4,6 +4,7 @@ sends it orders, reads their outcomes, and starts it again if it dies."""
 from __future__ import annotations
 
 import json
+import os
 import select
 import shutil
 import socket
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from src.foundation.hardening import for_executions
 from src.foundation.timing import ms_since
 from src.services.execution.execution_process import Limits
 from src.services.execution.frames import recv_frame, send_frame
@@ -40,6 +42,9 @@ class Template:
             [sys.executable, "-m", "src.services.execution.template", str(theirs.fileno())],
             pass_fds=(theirs.fileno(),), cwd=Path(__file__).resolve().parents[3],
             stdin=subprocess.DEVNULL,
+            # A fresh interpreter: it holds none of the worker's memory, and
+            # nothing in its environment reaches Redis or the store.
+            env=for_executions(os.environ),
         )
         theirs.close()
         self.sock = mine
