@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from src.core import metrics_store
 from src.foundation.local_redis import LocalRedis
 from src.foundation.settings import get_settings
 
@@ -62,6 +63,8 @@ def isolated_settings(
     monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
     monkeypatch.setenv("PIP_CACHE_DIR", str(tmp_path / "pip-cache"))
     get_settings.cache_clear()
+    # Counts another test left waiting for its Redis never reach this one's.
+    metrics_store.forget_pending()
     yield data_dir
     get_settings.cache_clear()
 

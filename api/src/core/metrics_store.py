@@ -51,6 +51,7 @@ BUILD_DURATION = "bifrost_environment_build_duration_seconds"
 PACKAGE_FAILURES = "bifrost_package_install_failures_total"
 REUSES = "bifrost_environment_reuses_total"
 STORE_FALLBACKS = "bifrost_store_fallbacks_total"
+CACHE_REFUSALS = "bifrost_cache_refusals_total"
 
 # Every histogram's buckets (seconds); above the last, `+Inf`.
 # A fork-per-execution call takes about a millisecond, an install minutes: both ends are covered.
@@ -182,15 +183,16 @@ RETRY_AFTER_SECONDS = 5.0
 _down_since: float | None = None  # time.monotonic() of the last write Redis did not answer
 
 
-def _forget_pending() -> None:
-    """A forked child counts its own: what its parent had waiting stays the parent's."""
+def forget_pending() -> None:
+    """Drop what this process has waiting: a forked child counts its own (what
+    its parent had waiting stays the parent's), and a test starts with none."""
     global _lock, _pending, _down_since
     _lock = threading.Lock()
     _pending = Increments()
     _down_since = None
 
 
-os.register_at_fork(after_in_child=_forget_pending)
+os.register_at_fork(after_in_child=forget_pending)
 
 
 def incr(name: str, labels: Labels | None = None, by: int = 1, *, max_series: int = 0,
@@ -226,6 +228,12 @@ def store_fallback(cache: str) -> None:
     """A cache (`requirements`, `lock`, `module`) read the store because Redis
     could not answer: counted now, written with the next successful call."""
     note(Increments().count(STORE_FALLBACKS, {"cache": cache}))
+
+
+def cache_refusal(cache: str) -> None:
+    """A value read from Redis was refused (it is not what the platform
+    writes): counted now, written with the next successful call."""
+    note(Increments().count(CACHE_REFUSALS, {"cache": cache}))
 
 
 def flush(client: redis.Redis | None = None) -> None:

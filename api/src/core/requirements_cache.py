@@ -36,6 +36,8 @@ import redis
 from src.core import metrics_store
 from src.foundation.hashing import sha256_hex
 from src.foundation.redis_client import get_redis
+from src.foundation.requirement_checks import InvalidRequirements, shorten
+from src.foundation.requirements import validate_requirements
 from src.foundation.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -109,7 +111,8 @@ def cached_hash(client: redis.Redis) -> str | None:
     """The hash in the Redis key, or None (absent, unreadable); Redis only,
     for pools watching for a change. Redis errors propagate."""
     data = client.get(REQUIREMENTS_KEY)
-    cached = _decode("pool", str(data)) if data else None
+    # Quietly: a pool asks often; the workers that read the value report it.
+    cached = _decode("pool", str(data), report=False) if data else None
     return cached["hash"] if cached else None
 
 
@@ -144,14 +147,14 @@ def _read_through(
     worker_id: str,
     recache: Callable[[CachedRequirements], None],
 ) -> CachedRequirements | None:
+    cached = None if data is None else _decode(worker_id, data)
     if reachable:
-        metrics_store.flush()  # fallbacks counted while Redis was away (no call if none)
+        # Fallbacks counted while Redis was away, and a refused value (no call if none).
+        metrics_store.flush()
     else:
         metrics_store.store_fallback("requirements")
-    if data is not None:
-        cached = _decode(worker_id, data)
-        if cached is not None:
-            return cached
+    if cached is not None:
+        return cached
     stored = read_store_requirements()
     if stored is None:
         return None
@@ -161,23 +164,49 @@ def _read_through(
     return stored
 
 
-def _decode(worker_id: str, data: str) -> CachedRequirements | None:
+def _decode(worker_id: str, data: str, report: bool = True) -> CachedRequirements | None:
+    """The cached value, if it is what the API would have written; else None
+    (logged and counted unless `report` is False), and the caller reads the store.
+
+    Redis is reachable by more than the platform (a workflow can reach the
+    network): a value is used only when every line passes the API's
+    validation, and always under the sha256 of its content, whatever hash it
+    gives (a mismatch is logged and counted).
+    """
     try:
         cached = json.loads(data)
     except json.JSONDecodeError as exc:
-        logger.warning("[%s] Invalid JSON in cached requirements: %s", worker_id, exc)
-        return None
+        return _refuse(worker_id, f"Invalid JSON in cached requirements: {exc}", report)
     if not isinstance(cached, dict):
-        logger.warning("[%s] Invalid cached requirements: not a JSON object", worker_id)
-        return None
-    content = cached.get("content", "")
+        return _refuse(worker_id, "Invalid cached requirements: not a JSON object", report)
+    content, digest = cached.get("content", ""), cached.get("hash")
     if not isinstance(content, str):
-        logger.warning("[%s] Invalid cached requirements: content is not a string", worker_id)
-        return None
-    digest = cached.get("hash")
-    return CachedRequirements(
-        content=content, hash=digest if isinstance(digest, str) else sha256_hex(content)
-    )
+        return _refuse(worker_id, "Invalid cached requirements: content is not a string",
+                       report)
+    try:
+        validate_requirements(content)
+    except InvalidRequirements as exc:
+        return _refuse(worker_id, "Invalid cached requirements: the API would refuse them "
+                       f"({shorten(str(exc))})", report)
+    actual = sha256_hex(content)
+    # The content is used under its own hash, never under the one given: a
+    # value cannot pass for another hash's environment or lock. (The
+    # worker-startup spec has a worker install a cached value whose hash is
+    # not its content's.)
+    if digest != actual and report:
+        logger.warning("[%s] Cached requirements: the hash %.12s is not the sha256 of "
+                       "the content; using the content's own, %.12s",
+                       worker_id, str(digest), actual)
+        metrics_store.cache_refusal("requirements")
+    return CachedRequirements(content=content, hash=actual)
+
+
+def _refuse(worker_id: str, reason: str, report: bool) -> None:
+    """Log and count a cached value that is not used (the store is read instead)."""
+    if report:
+        logger.warning("[%s] %s; not used: reading the store", worker_id, reason)
+        metrics_store.cache_refusal("requirements")
+    return None
 
 
 # --- caching ----------------------------------------------------------------

@@ -70,6 +70,11 @@ COUNTERS = (
     FleetMetric(store.STORE_FALLBACKS,
                 "Reads that went to the store because Redis could not answer, by cache.",
                 ("cache",), (("requirements",), ("lock",), ("module",))),
+    FleetMetric(store.CACHE_REFUSALS,
+                "Values read from Redis and not used as given because they are not what the "
+                "platform writes (a line the API refuses, a hash that is not the content's), "
+                "by cache.",
+                ("cache",), (("requirements",),)),
 )
 HISTOGRAMS = (
     FleetMetric(store.EXECUTION_DURATION,

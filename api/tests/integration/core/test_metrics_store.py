@@ -25,9 +25,9 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 @pytest.fixture(autouse=True)
 def nothing_pending() -> Iterator[None]:
     """What a test leaves waiting in this process is not the next test's."""
-    metrics_store._forget_pending()
+    metrics_store.forget_pending()
     yield
-    metrics_store._forget_pending()
+    metrics_store.forget_pending()
     close_clients()
 
 

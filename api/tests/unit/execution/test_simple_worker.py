@@ -84,6 +84,7 @@ from pathlib import Path
 
 import redis
 
+from src.foundation.hashing import sha256_hex
 from src.services.execution import simple_worker
 from src.services.execution.results import decode_outcome
 from src.services.execution.simple_worker import run_worker_process
@@ -97,8 +98,9 @@ def _client(data):
     return client
 
 
-def _cached(content, digest="h" * 64):
-    return json.dumps({"content": content, "hash": digest})
+def _cached(content, digest=None):
+    """The key as the API writes it: the content under its sha256."""
+    return json.dumps({"content": content, "hash": digest or sha256_hex(content)})
 
 
 @pytest.fixture
@@ -188,8 +190,9 @@ class TestInstallPaths:
         target = Path(argv[argv.index("--target") + 1])
         assert target.parent == packages_dir / ".envs"  # a build dir, renamed when done
         assert 0 < run.call_args.kwargs["timeout"] <= 300
-        assert (packages_dir / ".envs" / f"{'h' * 64}.1").is_dir()
-        assert str(packages_dir / ".envs" / f"{'h' * 64}.1") in __import__("sys").path
+        environment = packages_dir / ".envs" / (sha256_hex("alpha==1.0\n") + ".1")
+        assert environment.is_dir()
+        assert str(environment) in __import__("sys").path
 
     def test_installer_failure_is_logged_and_reported(self, from_url, run, caplog):
         from_url.return_value = _client(_cached("alpha==1.0\n"))
