@@ -116,3 +116,14 @@ def test_failure_is_a_decodable_outcome() -> None:
     assert out == {"status": "Timeout", "result": None, "error": "execution exceeded 3 s",
                    "duration_ms": 3000, "notes": []}
     assert json.loads(failure("x", 1))["status"] == "Failed"
+
+
+def test_a_duration_that_is_not_a_finite_non_negative_number_makes_the_outcome_failed() -> None:
+    """An execution writes its own outcome: a duration no record can hold (1e400
+    reads as infinity) fails it at once, instead of leaving it Running."""
+    for duration in (b"1e400", b"-1e400", b"NaN", b"-1", b'"12"', b"true", b"[1]"):
+        payload = b'{"status": "Success", "result": 1, "duration_ms": ' + duration + b"}"
+        out = decode_outcome(payload)
+        assert out["status"] == "Failed" and "ResultUnreadable" in (out["error"] or ""), duration
+    kept = decode_outcome(b'{"status": "Success", "result": 1, "duration_ms": 0.2}')
+    assert kept["status"] == "Success" and kept["duration_ms"] == 0.2
