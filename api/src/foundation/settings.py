@@ -7,8 +7,9 @@ against the working directory once, here, so all processes agree on them.
 
 from __future__ import annotations
 
+import os
 import socket
-from functools import lru_cache
+import threading
 from pathlib import Path
 from typing import Literal
 
@@ -109,8 +110,37 @@ class Settings(BaseSettings):
         return self.data_path / "site-packages"
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The settings of this process; tests that change the environment call
-    `get_settings.cache_clear()`."""
-    return Settings()
+class _ProcessSettings:
+    """`get_settings()`: the settings of this process, read from the
+    environment once. A process that changes its environment (`bifrost up`
+    naming its private Redis; tests) calls `get_settings.cache_clear()`.
+
+    Reading and clearing hold one lock, so a read that began before a clear
+    (on another thread: the API's alert sender reads them on every turn)
+    cannot put the old environment's settings back after it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._settings: Settings | None = None
+        # A forked child has one thread: a lock its parent held stays held.
+        os.register_at_fork(after_in_child=self._new_lock)
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Settings:
+        settings = self._settings
+        if settings is None:
+            with self._lock:
+                if self._settings is None:
+                    self._settings = Settings()
+                settings = self._settings
+        return settings
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._settings = None
+
+
+get_settings = _ProcessSettings()
