@@ -111,7 +111,6 @@ class WorkerSupervisor:
             daemon=True,
         )
         process.start()
-        _lock_forkserver_socket()
         worker = Worker(slot, worker_id, process, inbox, self.host)
         self.workers.append(worker)
         self._on_change()
@@ -317,17 +316,19 @@ class WorkerSupervisor:
         self._on_finished(held.execution_id, held.entry_id, changes)
 
 
-def _lock_forkserver_socket() -> None:
-    """The forkserver runs whatever a connection to its socket sends, and an
-    execution could find the socket's path in /proc/net/unix. As root, the
-    socket's directory is closed to everyone (mode 0): the pool still connects
-    (it has CAP_DAC_OVERRIDE), executions, whose sandbox drops every
-    capability, cannot. Without root nothing here stops a same-uid process
-    (README, "What executions cannot reach")."""
-    from multiprocessing import forkserver
+def lock_ipc_directory() -> None:
+    """Close this process's multiprocessing directory (`/tmp/pymp-*`, where the
+    forkserver's socket will be bound) before the forkserver exists.
 
-    address = getattr(forkserver._forkserver, "_forkserver_address", None)
-    if os.geteuid() != 0 or not isinstance(address, str) or address.startswith("\0"):
+    The forkserver runs whatever a connection to its socket sends, and any
+    process can find the socket's path in /proc/net/unix. As root, the
+    directory is closed to everyone (mode 0) from the start, so there is no
+    moment when the socket is open: the pool still binds and connects there
+    (it has CAP_DAC_OVERRIDE), executions, whose sandbox drops every
+    capability, cannot, whichever pool they run in. Without root nothing here
+    stops a same-uid process (README, "What executions cannot reach")."""
+    if os.geteuid() != 0:
         return
-    with contextlib.suppress(OSError):
-        os.chmod(os.path.dirname(address), 0)
+    from multiprocessing import util
+
+    os.chmod(util.get_temp_dir(), 0)

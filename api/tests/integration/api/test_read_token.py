@@ -189,14 +189,14 @@ def test_the_read_token_reads_every_get_route(served: Served) -> None:
 def test_the_read_token_changes_nothing(served: Served, control: ControlWatcher) -> None:
     writes = [(method, path) for method, path in served.routes() if method not in ("GET", "HEAD")]
     assert ("POST", "/api/packages/install") in writes
-    before = read_state(served.admin, served.raw)
+    before = read_state(served.raw)
     for method, template in writes:
         url = served.url(template)
         response = served.send(served.reader, method, url, json={})
         assert response.status_code == 403, (method, template, response.text)
         assert response.json() == {"detail": f"the read-only token cannot change anything: "
                                               f"{method} {url} needs the admin token"}
-        assert read_state(served.admin, served.raw) == before, (method, template)
+        assert read_state(served.raw) == before, (method, template)
     # What the state above does not show: the execution was not cancelled, no recycle went out.
     execution = served.send(served.reader, "GET", served.url("/api/executions/{execution_id}"))
     assert execution.json()["status"] == "Pending"
@@ -242,13 +242,13 @@ def test_no_valid_token_is_a_401_everywhere_guarded(
     served: Served, authorization: str | None
 ) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    before = read_state(served.admin, served.raw)
+    before = read_state(served.raw)
     for method, url in guarded_requests(served):
         response = served.send(served.admin.anonymous, method, url, headers=headers, json={})
         assert response.status_code == 401, (method, url, response.text)
         assert response.headers["www-authenticate"] == "Bearer"
         assert response.json() == {"detail": "missing or invalid bearer token"}
-    assert read_state(served.admin, served.raw) == before
+    assert read_state(served.raw) == before
     served.assert_no_token_leaked()
 
 

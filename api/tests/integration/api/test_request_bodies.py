@@ -136,7 +136,7 @@ def before(api: Api, raw: redis.Redis) -> ApiState:
         "/api/executions", json={"module": "workflows.hello", "function": "main"}
     )
     assert response.status_code == 202, response.text
-    state = read_state(api, raw)
+    state = read_state(raw)
     good = {"content": GOOD_REQUIREMENTS, "hash": sha256_hex(GOOD_REQUIREMENTS)}
     assert state.requirements == good
     assert state.stream_length == 1
@@ -167,7 +167,7 @@ def test_bad_values_are_422_under_every_content_type(
     for content_type in CONTENT_TYPES.values():
         response = send(api, method, path, with_field(field, value), content_type)
         assert_refused(response, fragment)
-        assert read_state(api, raw) == before, content_type
+        assert read_state(raw) == before, content_type
 
 
 @pytest.mark.parametrize("case", BAD_BODIES, ids=str)
@@ -179,7 +179,7 @@ def test_bad_bodies_are_422_under_every_content_type(
     for content_type in CONTENT_TYPES.values():
         response = send(api, "POST", path, body, content_type)
         assert_refused(response, fragment)
-        assert read_state(api, raw) == before, content_type
+        assert read_state(raw) == before, content_type
 
 
 @pytest.mark.parametrize("content_type", CONTENT_TYPES.values(), ids=CONTENT_TYPES.keys())
@@ -193,19 +193,19 @@ def test_json_is_read_whatever_the_content_type(
     assert response.status_code == 200, response.text
     content = GOOD_REQUIREMENTS + "humanize\n"
     assert response.json() == {"content": content, "hash": sha256_hex(content), "changed": True}
-    assert read_state(api, raw).requirements["content"] == content
+    assert read_state(raw).requirements["content"] == content
 
     body = b'{"module": "workflows.hello", "function": "main", "parameters": {"n": 1.5e300}}'
     response = send(api, "POST", "/api/executions", body, content_type)
     assert response.status_code == 202, response.text
-    assert read_state(api, raw).stream_length == before.stream_length + 1
+    assert read_state(raw).stream_length == before.stream_length + 1
 
 
 def test_a_byte_order_mark_is_ignored(api: Api, raw: redis.Redis, before: ApiState) -> None:
     body = b"\xef\xbb\xbf" + b'{"content": "beta==2\\n"}'
     response = send(api, "PUT", "/api/requirements", body, "text/plain")
     assert response.status_code == 200, response.text
-    assert read_state(api, raw).requirements["content"] == "beta==2\n"
+    assert read_state(raw).requirements["content"] == "beta==2\n"
 
 
 @pytest.mark.parametrize("content_type", ["application/json", "text/plain", None])
@@ -231,7 +231,7 @@ def test_the_size_limit_still_applies(api: Api, raw: redis.Redis, before: ApiSta
         )
         assert response.status_code == 413, response.text
         assert "larger than 2097152 bytes" in response.json()["detail"]
-    assert read_state(api, raw) == before
+    assert read_state(raw) == before
 
 
 def test_an_empty_body_is_a_missing_body(api: Api, raw: redis.Redis, before: ApiState) -> None:
@@ -239,7 +239,7 @@ def test_an_empty_body_is_a_missing_body(api: Api, raw: redis.Redis, before: Api
         response = send(api, "PUT", "/api/requirements", b"", content_type)
         assert response.status_code == 422, response.text
         assert response.json()["detail"][0]["msg"] == "Field required"
-    assert read_state(api, raw) == before
+    assert read_state(raw) == before
 
 
 def exchange(api: Api, raw_request: bytes) -> bytes:
@@ -279,4 +279,4 @@ def test_invalid_content_lengths_are_400_or_413(
     )
     answer = exchange(api, request)
     assert answer.startswith(b"HTTP/1.1 %d " % status), answer[:300]
-    assert read_state(api, raw) == before
+    assert read_state(raw) == before

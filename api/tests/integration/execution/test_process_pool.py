@@ -145,3 +145,54 @@ def test_two_pools_on_one_redis_both_recycle(
             60, what="both pools recycled",
         )
     assert len({w["worker_id"].rsplit("-w", 1)[0] for w in after}) == 2
+
+
+FORKSERVER_PROBE = r"""
+import json, multiprocessing, os, socket, sys
+from multiprocessing import forkserver, util
+from src.services.execution.pool_workers import lock_ipc_directory
+
+lock_ipc_directory()
+directory = util.get_temp_dir()
+mode_before = os.stat(directory).st_mode & 0o777
+process = multiprocessing.get_context("forkserver").Process(target=print)
+process.start()
+process.join()
+address = forkserver._forkserver._forkserver_address
+# A process without capabilities, as an execution's sandbox leaves it.
+child = os.fork()
+if child == 0:
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (ctypes.c_uint32 * 6)()
+    assert libc.capset(header, data) == 0, ctypes.get_errno()
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(address)
+        os._exit(3)
+    except PermissionError:
+        os._exit(0)
+    except OSError:
+        os._exit(4)
+_, status = os.waitpid(child, 0)
+print(json.dumps({"mode": mode_before, "inside": os.path.dirname(address) == directory,
+                  "connect": os.waitstatus_to_exitcode(status)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the IPC directory is closed only when the pool runs as root")
+def test_the_forkserver_socket_is_never_open_to_a_process_without_capabilities() -> None:
+    """The pool closes its multiprocessing directory before the forkserver binds
+    its socket there: there is no moment when an execution of this or another
+    pool (which scans /proc/net/unix) can connect and have code run."""
+    import json
+    import subprocess
+    import sys
+
+    api_dir = Path(__file__).resolve().parents[3]
+    result = subprocess.run([sys.executable, "-c", FORKSERVER_PROBE], cwd=api_dir,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"mode": 0, "inside": True, "connect": 0}, report
