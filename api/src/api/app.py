@@ -7,7 +7,10 @@ runs in its threadpool, so a slow store or Redis never blocks the event loop.
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from src.api.auth import Tokens
 from src.api.errors import install_exception_handlers
@@ -27,6 +30,7 @@ from src.api.routers import (
 from src.foundation.admin_token import load_or_create_admin_token
 from src.foundation.settings import Settings, get_settings
 from src.services import alert_delivery
+from src.services import health as health_checks
 
 # Every router here needs a token (its `admin_only` dependency, and the gate).
 API_ROUTERS = (
@@ -58,12 +62,17 @@ def create_app(
                   lifespan=alert_delivery.lifespan())
     app.state.admin_token = token
     app.state.tokens = tokens  # what `require_admin` checks (src/api/auth.py)
-    app.state.event_streams = 0  # open GET /api/events streams (routers/events.py)
+    app.state.event_streams = {}  # open GET /api/events streams per role (routers/events.py)
     # GET /metrics: the fleet's numbers and this process's HTTP requests (routers/metrics.py).
     app.state.metrics_registry, http_metrics = metrics.metrics_registry()
 
-    @app.get("/health", tags=["health"])
-    async def health() -> dict[str, str]:
+    @app.get("/health", tags=["health"],
+             responses={503: {"description": "Redis or the store is down (named in detail)"}})
+    def health() -> Any:
+        down = health_checks.parts_down()
+        if down:
+            detail = "; ".join(f"{part} unavailable" for part in down)
+            return JSONResponse({"status": "unavailable", "detail": detail}, 503)
         return {"status": "ok"}
 
     for router in API_ROUTERS:

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from fastapi import APIRouter, Header, HTTPException, Request
 from sse_starlette import EventSourceResponse
 
-from src.api.auth import admin_only
+from src.api.auth import Role, admin_only, role_for
 from src.core.event_reader import latest_id, read_after, resume_at
 from src.core.events import InvalidEventId, parse_event_id
 from src.foundation.settings import get_settings
@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/events", tags=["events"], dependencies=admin_only)
 
-# Open streams per API process; each holds a Redis connection.
+# Open streams per API process and per token (the admin's and the read-only
+# one's are counted apart, so that readers holding every slot never lock the
+# admin out); each holds a Redis connection.
 MAX_STREAMS = 100
 # How long one read waits in Redis; between reads the stream notices a client
 # that left. Keep-alive comments go out every PING_SECONDS.
@@ -63,8 +65,16 @@ async def _opening(client: aioredis.Redis, last_id: str | None) -> tuple[str, li
     return resume.position, [_event("reset", {"reason": reason})]
 
 
-async def _relay(request: Request, last_id: str | None) -> AsyncIterator[dict[str, str]]:
-    request.app.state.event_streams = getattr(request.app.state, "event_streams", 0) + 1
+def _open_streams(request: Request) -> dict[Role, int]:
+    """The app's open streams per role (`create_app` starts it empty)."""
+    streams: dict[Role, int] = request.app.state.event_streams
+    return streams
+
+
+async def _relay(request: Request, role: Role, last_id: str | None
+                 ) -> AsyncIterator[dict[str, str]]:
+    streams = _open_streams(request)
+    streams[role] = streams.get(role, 0) + 1
     # A read blocks in Redis for BLOCK_MS: the socket must wait longer than that.
     client = aioredis.Redis.from_url(get_settings().redis_url, decode_responses=True,
                                      socket_connect_timeout=5.0,
@@ -82,7 +92,7 @@ async def _relay(request: Request, last_id: str | None) -> AsyncIterator[dict[st
         logger.warning("Event stream: Redis cannot be read: %s", exc)
         yield _event("unavailable", {"reason": f"redis unavailable: {exc}"})
     finally:
-        request.app.state.event_streams -= 1
+        streams[role] -= 1
         await client.aclose()
 
 
@@ -96,11 +106,12 @@ async def stream_events(
             parse_event_id(last_event_id)
         except InvalidEventId as exc:
             raise HTTPException(400, str(exc)) from None
-    state = request.app.state
-    if getattr(state, "event_streams", 0) >= MAX_STREAMS:
-        raise HTTPException(503, f"{MAX_STREAMS} event streams are open on this API process; "
-                                 "try again later", headers={"Retry-After": "5"})
+    # The auth dependency has let the request through: it has a role.
+    role = role_for(request.headers.get("authorization"), request.app.state.tokens) or "read"
+    if _open_streams(request).get(role, 0) >= MAX_STREAMS:
+        raise HTTPException(503, f"{MAX_STREAMS} event streams of the {role} token are open on "
+                                 "this API process; try again later", headers={"Retry-After": "5"})
     return EventSourceResponse(
-        _relay(request, last_event_id), ping=PING_SECONDS,
+        _relay(request, role, last_event_id), ping=PING_SECONDS,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

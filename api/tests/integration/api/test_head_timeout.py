@@ -69,7 +69,10 @@ def h11_server(bound: float) -> uvicorn.Server:
 
 
 @pytest.fixture(params=["make_server", "h11"])
-def port(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+def port(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, sqlite_system: str
+) -> Iterator[int]:
+    """The server under test; GET /health answers 200 there (its Redis and store are up)."""
     from src.foundation.settings import get_settings
 
     monkeypatch.setenv("BIFROST_ADMIN_TOKEN", TOKEN)

@@ -560,7 +560,9 @@ def test_redis_down_is_503_for_executions_and_workers(
             assert response.status_code == 503, path
             assert response.json()["detail"].startswith("redis unavailable: ")
             assert "Traceback" not in response.text
-        assert api.anonymous.get("/health").status_code == 200
+        health = api.anonymous.get("/health")
+        assert health.status_code == 503
+        assert health.json()["detail"].split("; ")[0] == "redis unavailable", health.text
 
 
 def test_store_down_is_503_and_redis_is_untouched(
@@ -578,6 +580,10 @@ def test_store_down_is_503_and_redis_is_untouched(
             assert api.client.post(
                 "/api/packages/install", json={"package": "alpha"}
             ).status_code == 503
+            health = api.anonymous.get("/health")
+            assert health.status_code == 503
+            # No token needed to ask: the answer names the part, not its address.
+            assert health.json() == {"status": "unavailable", "detail": "store unavailable"}
         assert redis_client.get(REQUIREMENTS_KEY) == before  # not changed
     finally:
         dispose_engines()

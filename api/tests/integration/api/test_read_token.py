@@ -11,6 +11,7 @@ ever appears in an answer or in the server's log.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Iterator
@@ -256,3 +257,37 @@ def test_the_console_and_health_stay_open(served: Served) -> None:
     anonymous = served.admin.anonymous
     for url in ("/health", "/", f"/console/{sorted(SERVABLE)[0]}"):
         assert served.send(anonymous, "GET", url).status_code == 200, url
+
+
+def read_first_event(lines: Iterator[str]) -> list[str]:
+    """The lines of the stream's first event, read from `lines`."""
+    event: list[str] = []
+    for line in lines:
+        if line == "" and any(item.startswith("data:") for item in event):
+            return event
+        event.append(line)
+    return event
+
+
+def test_readers_holding_every_event_stream_never_lock_the_admin_out(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from src.api.routers import events
+
+    monkeypatch.setattr(events, "MAX_STREAMS", 2)
+    readers: list[Iterator[str]] = []  # each kept: a line iterator let go closes its stream
+    with contextlib.ExitStack() as held:
+        for _ in range(2):
+            stream = held.enter_context(served.reader.stream("GET", "/api/events"))
+            assert stream.status_code == 200
+            readers.append(stream.iter_lines())
+            # The first event comes once the stream has taken its slot.
+            first = read_first_event(readers[-1])
+            assert any(line.startswith("data:") for line in first), first
+        refused = served.reader.get("/api/events", timeout=30)
+        assert refused.status_code == 503, refused.text
+        assert "read token" in refused.json()["detail"], refused.text
+        with served.admin.client.stream("GET", "/api/events") as admin:
+            assert admin.status_code == 200
+            first = read_first_event(admin.iter_lines())
+            assert any(line.startswith("data:") for line in first), first

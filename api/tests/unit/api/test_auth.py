@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from src.api.app import API_ROUTERS
 from src.api.auth import require_admin
 from src.api.middleware import ApiAuthGate
+from src.services import health
 
 from .conftest import TOKEN
 
@@ -123,7 +124,16 @@ def test_scheme_is_case_insensitive(client: TestClient) -> None:
     assert response.status_code == 503
 
 
-def test_health_needs_no_token(client: TestClient) -> None:
+def test_health_needs_no_token(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "parts_down", lambda: [])
     response = client.get("/health")
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
+
+
+def test_health_is_503_naming_what_is_down(client: TestClient) -> None:
+    # Here nothing answers: no Redis, no store (a unit test has neither).
+    response = client.get("/health")
+    assert response.status_code == 503
+    assert response.json() == {"status": "unavailable",
+                               "detail": "redis unavailable; store unavailable"}
