@@ -58,7 +58,9 @@ def create_app(
     tokens = Tokens(admin=token, read=settings.read_token)
 
     # The lifespan runs the thread that sends install-failure alerts to the webhook.
-    app = FastAPI(title="Bifrost runtime API", version="0.1.0",
+    # No /docs or /redoc: their pages load scripts from a CDN. The schema,
+    # /openapi.json, needs a token (src/api/middleware.py).
+    app = FastAPI(title="Bifrost runtime API", version="0.1.0", docs_url=None, redoc_url=None,
                   lifespan=alert_delivery.lifespan())
     app.state.admin_token = token
     app.state.tokens = tokens  # what `require_admin` checks (src/api/auth.py)

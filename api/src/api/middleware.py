@@ -25,8 +25,9 @@ from src.api.auth import Tokens, refusal
 from src.api.json_body import InvalidJsonBody, parse_json_body
 
 API_PREFIX = "/api"
-# Paths that need a token: everything under these (the console and /health stay open).
-GUARDED_PREFIXES = (API_PREFIX, "/metrics")
+# Paths that need a token: everything under these (the console and /health
+# stay open). The schema names every route and field: a token reads it.
+GUARDED_PREFIXES = (API_PREFIX, "/metrics", "/openapi.json")
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 
 

@@ -190,7 +190,7 @@ def referee(api: Api, raw: redis.Redis) -> Referee:
 @pytest.fixture(scope="module")
 def schema(server: Api) -> Any:
     """The schema the running server serves, as Schemathesis reads it."""
-    return schemathesis.openapi.from_url(f"{server.base_url}/openapi.json")
+    return schemathesis.openapi.from_url(f"{server.base_url}/openapi.json", headers=server.auth)
 
 
 def operations(schema: Any) -> list[Any]:

@@ -291,3 +291,16 @@ def test_readers_holding_every_event_stream_never_lock_the_admin_out(
             assert admin.status_code == 200
             first = read_first_event(admin.iter_lines())
             assert any(line.startswith("data:") for line in first), first
+
+
+def test_the_schema_needs_a_token_and_no_page_loads_scripts_from_elsewhere(
+    served: Served,
+) -> None:
+    assert served.admin.anonymous.get("/openapi.json").status_code == 401
+    for client in (served.admin.client, served.reader):
+        schema = client.get("/openapi.json")
+        assert schema.status_code == 200
+        assert "/api/executions" in schema.json()["paths"]
+    # FastAPI's /docs and /redoc pages load Swagger UI and ReDoc from a CDN: not served.
+    for path in ("/docs", "/redoc", "/docs/oauth2-redirect"):
+        assert served.admin.client.get(path).status_code == 404, path
