@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from src.api.auth import admin_only
 from src.api.routers.models import StrictRequest
@@ -20,6 +21,9 @@ from src.services.execution.executions import (
     recent_executions,
 )
 from src.services.execution.protocol import ExecutionStatus
+from src.services.execution.results import MAX_RESULT_DEPTH, json_depth
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api/executions", tags=["executions"], dependencies=admin_only)
 
@@ -121,28 +125,50 @@ def create_execution(body: ExecutionIn) -> ExecutionQueued:
 @router.get("", response_model=ExecutionList)
 def list_executions(limit: Annotated[int, Query(ge=1, le=RECENT_LIMIT)] = 50) -> ExecutionList:
     """The newest executions (their records are kept a day), newest first."""
-    return ExecutionList(executions=[
-        ExecutionSummary.model_validate(
-            {**record, "updated_at": record.get("updated_at", record["created_at"])})
-        for record in recent_executions(limit)
-    ])
+    summaries = []
+    for record in recent_executions(limit):
+        try:
+            summaries.append(ExecutionSummary.model_validate(
+                {**record, "updated_at": record.get("updated_at", record["created_at"])}))
+        except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+            # Not a record the platform wrote: left out of the list, never a 500.
+            logger.warning("Executions list: a stored record left out (%s)", str(exc)[:500])
+    return ExecutionList(executions=summaries)
 
 
 @router.get("/{execution_id}", response_model=ExecutionOut)
 def read_execution(execution_id: str) -> ExecutionOut:
-    record = None if len(execution_id) > MAX_ID_LENGTH else get_execution(execution_id)
+    try:
+        record = None if len(execution_id) > MAX_ID_LENGTH else get_execution(execution_id)
+    except ValueError as exc:  # not JSON: written by something other than the platform
+        return _unreadable(execution_id, f"the stored record is not JSON ({exc})")
     if record is None:
         raise _not_found(execution_id)
-    return ExecutionOut(
-        id=record["id"],
-        status=record["status"],
-        result=record.get("result"),
-        error=record.get("error"),
-        worker_id=record.get("worker_id"),
-        duration_ms=record.get("duration_ms"),
-        notes=record.get("notes") or [],
-        peak_rss_mb=record.get("peak_rss_mb"),
-    )
+    try:
+        out = ExecutionOut(
+            id=execution_id,
+            status=record["status"],
+            result=record.get("result"),
+            error=record.get("error"),
+            worker_id=record.get("worker_id"),
+            duration_ms=record.get("duration_ms"),
+            notes=record.get("notes") or [],
+            peak_rss_mb=record.get("peak_rss_mb"),
+        )
+    except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+        return _unreadable(execution_id, f"the stored record has the wrong shape ({exc})")
+    if (depth := json_depth(out.result)) > MAX_RESULT_DEPTH:
+        return _unreadable(execution_id, f"the stored result is nested {depth} levels deep, "
+                                         f"over the limit of {MAX_RESULT_DEPTH}")
+    return out
+
+
+def _unreadable(execution_id: str, reason: str) -> ExecutionOut:
+    """What a record the platform could not have written reads as: Failed,
+    saying why (never a 500, whatever is in Redis)."""
+    logger.warning("Execution %s: %s", execution_id, reason[:500])
+    return ExecutionOut(id=execution_id, status="Failed",
+                        error=f"RecordUnreadable: {reason[:2000]}")
 
 
 @router.post("/{execution_id}/cancel", status_code=status.HTTP_202_ACCEPTED,

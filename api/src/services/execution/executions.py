@@ -16,6 +16,7 @@ outcome is recorded (acknowledged and deleted). When more than
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from typing import Any, NotRequired, TypedDict
@@ -26,6 +27,8 @@ from src.core import metrics_store
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import get_settings
 from src.services.execution.protocol import ExecutionStatus, WorkOrder
+
+logger = logging.getLogger(__name__)
 
 STREAM_KEY = "bifrost:executions"
 GROUP = "bifrost:pools"
@@ -125,7 +128,15 @@ def recent_executions(limit: int, client: redis.Redis | None = None) -> list[Exe
     if not ids:
         return []
     raw: list[Any] = client.mget([record_key(str(i)) for i in ids])  # type: ignore[assignment]
-    return [json.loads(str(r)) for r in raw if r is not None]
+    records = []
+    for text in raw:
+        if text is None:
+            continue
+        try:
+            records.append(json.loads(str(text)))
+        except ValueError:
+            logger.warning("An execution record that is not JSON is left out of the list")
+    return records
 
 
 def parse_entry(fields: dict[str, Any]) -> WorkOrder | None:
@@ -250,8 +261,12 @@ def update_execution(
 ) -> ExecutionRecord:
     """Merge `changes` into the record (re-created if Redis lost it)."""
     client = client or get_redis()
-    record: dict[str, Any] = dict(get_execution(execution_id, client)
-                                  or _new_record(execution_id))
+    try:
+        stored: Any = get_execution(execution_id, client)
+    except ValueError:  # not JSON: not the platform's, so written afresh
+        stored = None
+    record: dict[str, Any] = dict(stored if isinstance(stored, dict)
+                                  else _new_record(execution_id))
     record.update(changes, updated_at=time.time())
     client.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
     return ExecutionRecord(**record)

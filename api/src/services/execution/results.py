@@ -26,6 +26,10 @@ from src.services.execution.protocol import ExecutionOutcome, ExecutionStatus
 MAX_NOTES = 10
 # An error message longer than this is cut (the execution failed either way).
 MAX_ERROR_CHARS = 64 * 1024
+# The deepest nesting of lists and objects a result may have: the API's
+# serialiser stops at about 255, and a record it cannot serialise would make
+# every read of it fail. A deeper result fails the execution when it is encoded.
+MAX_RESULT_DEPTH = 100
 
 
 # Made when the worker starts, before any user code: a workflow that replaces
@@ -65,6 +69,10 @@ def encode_outcome(
     if data is None:
         data = _dumps("Failed", None, "TypeError: the result could not be encoded as JSON",
                       duration_ms, [])
+    elif status == "Success" and (depth := json_depth(result)) > MAX_RESULT_DEPTH:
+        data = _dumps("Failed", None,
+                      f"ResultTooDeep: the result is nested {depth} levels deep, over the "
+                      f"limit of {MAX_RESULT_DEPTH}", duration_ms, [])
     if data is not None and len(data) > max_bytes:
         kind = "result" if status == "Success" else "error"
         data = _dumps("Failed", None,
@@ -72,6 +80,23 @@ def encode_outcome(
                       f"limit of {max_bytes} bytes (BIFROST_MAX_RESULT_BYTES)", duration_ms, [])
     assert data is not None
     return data
+
+
+def json_depth(value: Any, stop_after: int = MAX_RESULT_DEPTH + 1) -> int:
+    """How deeply lists and dicts nest in `value` (a scalar is 0, `[]` is 1),
+    counted without recursion and no further than `stop_after`."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (list, tuple, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest >= stop_after:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth) for child in children)
+    return deepest
 
 
 def failure(error: str, duration_ms: float, status: ExecutionStatus = "Failed") -> bytes:

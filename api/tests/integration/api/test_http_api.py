@@ -22,7 +22,12 @@ from src.foundation.local_redis import free_port
 from src.foundation.redis_client import close_clients
 from src.foundation.settings import get_settings
 from src.services.execution import registry
-from src.services.execution.executions import STREAM_KEY, update_execution
+from src.services.execution.executions import (
+    RECENT_KEY,
+    STREAM_KEY,
+    record_key,
+    update_execution,
+)
 from src.store.database import dispose_engines
 from tests.support.waiting import wait_for
 from tests.support.wheels import build_wheel
@@ -515,6 +520,39 @@ def test_executions_parameters_default_to_empty(api: Api, redis_client: redis.Re
     response = api.client.post("/api/executions", json={"module": "hello", "function": "main"})
     assert response.status_code == 202
     assert stream_items(redis_client)[0]["parameters"] == {}
+
+
+def test_no_stored_record_makes_the_execution_routes_answer_5xx(
+    api: Api, redis_client: redis.Redis
+) -> None:
+    """Anything in Redis may have been written by a workflow: a record the
+    platform could not have written reads as Failed, saying why."""
+    deep: object = None
+    for _ in range(256):
+        deep = [deep]
+    forged = {
+        "deep": json.dumps({"id": "deep", "status": "Success", "result": deep}),
+        "notjson": "{not json",
+        "shape": json.dumps({"id": "shape", "status": "Exploded", "result": 1}),
+        "list": json.dumps([1, 2, 3]),
+        "nostatus": json.dumps({"id": "nostatus"}),
+    }
+    now = time.time()
+    for execution_id, text in forged.items():
+        redis_client.set(record_key(execution_id), text)
+        redis_client.zadd(RECENT_KEY, {execution_id: now})
+    update_execution("good1234", redis_client, status="Success", result=[1], module="m",
+                     function="main", created_at=now)
+    redis_client.zadd(RECENT_KEY, {"good1234": now + 1})
+    for execution_id in forged:
+        response = api.client.get(f"/api/executions/{execution_id}")
+        assert response.status_code == 200, (execution_id, response.text)
+        record = response.json()
+        assert record["status"] == "Failed" and record["id"] == execution_id, record
+        assert record["error"].startswith("RecordUnreadable: "), record
+    listed = api.client.get("/api/executions")
+    assert listed.status_code == 200, listed.text
+    assert [e["id"] for e in listed.json()["executions"]] == ["good1234"]
 
 
 def test_executions_unknown_is_404(api: Api) -> None:

@@ -10,7 +10,13 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from src.services.execution.results import decode_outcome, encode_outcome, failure
+from src.services.execution.results import (
+    MAX_RESULT_DEPTH,
+    decode_outcome,
+    encode_outcome,
+    failure,
+    json_depth,
+)
 
 LIMIT = 1024 * 1024
 
@@ -88,6 +94,32 @@ def test_cycles_and_deep_nesting_fail_cleanly() -> None:
         deep = [deep]
     out = _roundtrip(deep)
     assert out["status"] == "Failed" and "nested too deeply" in out["error"]
+
+
+def nested(depth: int, innermost: Any = None) -> Any:
+    value = innermost
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+def test_json_depth_counts_lists_and_objects() -> None:
+    assert [json_depth(v) for v in (None, 1, "x", [], {}, [[]], {"a": [1, {"b": []}]})] == [
+        0, 0, 0, 1, 1, 2, 4]
+    assert json_depth(nested(40)) == 40
+    assert json_depth(nested(10_000)) == MAX_RESULT_DEPTH + 1  # stops counting there
+
+
+def test_a_result_deeper_than_the_api_can_show_fails_when_it_is_encoded() -> None:
+    assert _roundtrip(nested(MAX_RESULT_DEPTH, "leaf"))["status"] == "Success"
+    # 256 levels: plain JSON for the encoder, past what the API's serialiser takes.
+    for depth in (MAX_RESULT_DEPTH + 1, 256):
+        out = _roundtrip(nested(depth))
+        assert out["status"] == "Failed" and out["result"] is None, depth
+        assert out["error"].startswith("ResultTooDeep: the result is nested"), out["error"]
+    # The same for values converted on the way (tuples, sets, enums inside).
+    out = _roundtrip(nested(MAX_RESULT_DEPTH + 5, (Color.RED,)))
+    assert out["status"] == "Failed" and "ResultTooDeep" in out["error"]
 
 
 def test_size_limit_names_the_size() -> None:
