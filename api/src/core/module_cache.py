@@ -68,8 +68,31 @@ def save_file_sync(path: str, content: str) -> FileInfo:
             pipe.sadd(MODULE_INDEX_KEY, path)
             pipe.execute()
     except redis.RedisError as exc:
-        logger.error("File %s saved to the store, but the cache was not updated: %s", path, exc)
+        _forget(path, "saved to", exc)
     return info
+
+
+class CacheNotCleared(redis.RedisError):
+    """A file changed in the store, and Redis could neither take the change
+    nor drop its old copy: readers may get the old version (a 503 names it)."""
+
+
+def _forget(path: str, done: str, exc: redis.RedisError) -> None:
+    """After a failed cache write: drop the file's cached copy and the index's
+    completeness mark, so that every reader goes to the store for it. DEL is
+    taken even by a Redis over its `maxmemory`, which refuses the SET. Raises
+    CacheNotCleared when that fails too: the write must not look done."""
+    try:
+        get_redis().delete(module_key(path), MODULE_INDEX_WARM_KEY)
+    except redis.RedisError as again:
+        logger.error("File %s %s the store, but Redis could neither update nor drop its "
+                     "cached copy: %s; then %s", path, done, exc, again)
+        raise CacheNotCleared(
+            f"the file {path} is {done} the store, but Redis could neither update nor drop "
+            f"its cached copy ({exc}): readers may get the old version until Redis answers "
+            "and the write is repeated") from again
+    logger.warning("File %s %s the store; Redis refused the new cached copy (%s), so the old "
+                   "one was dropped: readers read the store", path, done, exc)
 
 
 def delete_file_sync(path: str) -> bool:
@@ -86,7 +109,7 @@ def delete_file_sync(path: str) -> bool:
             pipe.srem(MODULE_INDEX_KEY, path)
             pipe.execute()
     except redis.RedisError as exc:
-        logger.error("File %s deleted from the store, but not from the cache: %s", path, exc)
+        _forget(path, "deleted from", exc)
     return deleted
 
 
@@ -152,7 +175,11 @@ def index_sync(client: redis.Redis | None = None, *, from_store: bool = True) ->
         logger.warning("Redis unavailable, listing workspace files from the store: %s", exc)
         metrics_store.store_fallback("module")
         return set(_store_files())
-    return set(_warm(client))
+    try:
+        return set(_warm(client))
+    except redis.RedisError as exc:  # answering reads, refusing writes (over maxmemory)
+        logger.warning("Redis refused the workspace index, listing it from the store: %s", exc)
+        return set(_store_files())
 
 
 def _index_when_warm(client: redis.Redis) -> set[str]:

@@ -88,3 +88,54 @@ def test_bad_paths_are_refused_and_nothing_is_written(
     with pytest.raises(InvalidPath):
         mc.save_file_sync(path, HELLO)
     assert redis_client.keys("bifrost:module:*") == []
+
+
+def _refusing_writes(client: redis.Redis) -> None:
+    """Redis answers reads and refuses every write that adds memory (what
+    any client that reaches it could set up): maxmemory at what it uses now."""
+    client.config_set("maxmemory-policy", "noeviction")
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", str(max(used // 2, 1)))
+    with pytest.raises(redis.RedisError, match="maxmemory"):
+        client.set("bifrost:probe", "x" * 1000)
+
+
+@pytest.mark.parametrize("change", ["save", "delete"])
+def test_a_write_redis_refuses_never_leaves_the_old_version_served(
+    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    close_clients()
+    mc.save_file_sync("workflows/hello.py", HELLO)
+    mc.save_file_sync("workflows/other.py", HELLO)
+    assert mc.read_file_sync("workflows/hello.py") == HELLO  # cached, index warm
+    client = redis.from_url(redis_server.url, decode_responses=True)
+    _refusing_writes(client)
+    if change == "save":
+        mc.save_file_sync("workflows/hello.py", "def main():\n    return 'new'\n")
+        mc.save_file_sync("workflows/added.py", HELLO)
+        # Every reader, workers' import hook included, gets the new file.
+        assert mc.read_file_sync("workflows/hello.py") == "def main():\n    return 'new'\n"
+        assert mc.index_sync() == {"workflows/hello.py", "workflows/other.py",
+                                   "workflows/added.py"}
+    else:
+        assert mc.delete_file_sync("workflows/hello.py")
+        assert mc.read_file_sync("workflows/hello.py") is None
+        assert mc.index_sync() == {"workflows/other.py"}
+    assert client.get(mc.module_key("workflows/hello.py")) is None
+    client.close()
+
+
+def test_a_write_that_can_neither_update_nor_drop_the_cache_says_so(
+    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    close_clients()
+    mc.save_file_sync("workflows/hello.py", HELLO)
+    redis_server.stop()
+    with pytest.raises(mc.CacheNotCleared, match="readers may get the old version"):
+        mc.save_file_sync("workflows/hello.py", "def main():\n    return 'new'\n")
+    # The store has the new version all the same.
+    assert mc.read_file_sync("workflows/hello.py") == "def main():\n    return 'new'\n"
