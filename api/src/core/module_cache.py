@@ -24,7 +24,7 @@ from typing import TypedDict
 import redis
 
 from src.core import metrics_store
-from src.foundation.redis_client import get_redis
+from src.foundation.redis_client import CacheNotCleared, get_redis
 from src.foundation.workspace_paths import validate_content, validate_path
 
 logger = logging.getLogger(__name__)
@@ -70,11 +70,6 @@ def save_file_sync(path: str, content: str) -> FileInfo:
     except redis.RedisError as exc:
         _forget(path, "saved to", exc)
     return info
-
-
-class CacheNotCleared(redis.RedisError):
-    """A file changed in the store, and Redis could neither take the change
-    nor drop its old copy: readers may get the old version (a 503 names it)."""
 
 
 def _forget(path: str, done: str, exc: redis.RedisError) -> None:

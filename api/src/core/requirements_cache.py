@@ -35,7 +35,7 @@ import redis
 
 from src.core import metrics_store
 from src.foundation.hashing import sha256_hex
-from src.foundation.redis_client import get_redis
+from src.foundation.redis_client import CacheNotCleared, get_redis
 from src.foundation.requirement_checks import InvalidRequirements, shorten
 from src.foundation.requirements import validate_requirements
 from src.foundation.settings import get_settings
@@ -280,8 +280,9 @@ def save_requirements_sync(
     `RequirementsConflict` (the store's hash is not `expected_hash`, or with
     `expected_hash=None`, another writer landed during the write) with nothing
     changed, and `StoreUnavailable` before Redis is touched. A cache write that
-    fails after the store committed is logged, not raised: the store holds the
-    truth and readers fall back to it. `change` goes into the store's history.
+    fails after the store committed drops the cached copy instead (readers fall
+    back to the store, which holds the truth); `CacheNotCleared` when even that
+    fails. `change` goes into the store's history.
     """
     from src.store.database import session_scope
     from src.store.files import compare_and_set_requirements
@@ -292,7 +293,19 @@ def save_requirements_sync(
     try:
         set_requirements_sync(content, digest)
     except redis.RedisError as exc:
-        logger.error("Requirements saved to the store, but the cache was not updated: %s", exc)
+        # Dropped instead (DEL passes maxmemory): workers then read the store.
+        try:
+            get_redis().delete(REQUIREMENTS_KEY)
+        except redis.RedisError as again:
+            logger.error("Requirements %s saved to the store, but Redis could neither update "
+                         "nor drop its cached copy: %s; then %s", digest[:12], exc, again)
+            raise CacheNotCleared(
+                f"the requirements are saved in the store (hash {digest}), but Redis could "
+                f"neither update nor drop its cached copy ({exc}): workers may install the old "
+                "ones until Redis answers and the write is repeated") from again
+        logger.warning("Requirements %s saved to the store; Redis refused the new cached copy "
+                       "(%s), so the old one was dropped: readers read the store",
+                       digest[:12], exc)
     return saved
 
 

@@ -47,3 +47,9 @@ def close_clients() -> None:
         for client in _clients.values():
             client.close()
         _clients.clear()
+
+
+class CacheNotCleared(redis.RedisError):
+    """Something changed in the store, and Redis could neither take the change
+    nor drop its old copy: readers may get the old value until it does. The
+    API answers 503 with the message (a write must never look done)."""

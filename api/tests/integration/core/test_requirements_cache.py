@@ -138,3 +138,24 @@ def test_a_hash_that_is_not_the_contents_is_never_used(
     caplog.set_level("WARNING")
     assert rc.get_requirements_sync("w-victim") == {"content": other, "hash": sha256_hex(other)}
     assert f"the hash {sha256_hex(CONTENT)[:12]} is not the sha256 of the content" in caplog.text
+
+
+def test_a_requirements_write_redis_refuses_drops_the_old_cached_copy(
+    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    close_clients()
+    rc.save_requirements_sync("alpha==1\n")
+    client = redis.from_url(redis_server.url, decode_responses=True)
+    assert client.get(rc.REQUIREMENTS_KEY) is not None
+    # Reads answered, writes refused: maxmemory below what Redis uses.
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(int(client.info("memory")["used_memory"]) // 2))
+    saved = rc.save_requirements_sync("beta==2\n")
+    assert client.get(rc.REQUIREMENTS_KEY) is None  # not the old value
+    assert rc.get_requirements_sync("worker-1") == saved  # from the store
+    redis_server.stop()
+    with pytest.raises(rc.CacheNotCleared, match="workers may install the old ones"):
+        rc.save_requirements_sync("gamma==3\n")
+    client.close()
