@@ -9,7 +9,8 @@ answers. Records expire after `RESULT_TTL_SECONDS`.
 
 The stream is never trimmed: an entry leaves it only when its execution's
 outcome is recorded (acknowledged and deleted). When more than
-`BIFROST_MAX_QUEUED_EXECUTIONS` entries wait, new executions are refused
+`BIFROST_MAX_QUEUED_EXECUTIONS` entries wait (no pool has taken them; the
+running ones do not count), new executions are refused
 (`QueueFull`, 503 with Retry-After) rather than old ones dropped.
 """
 
@@ -98,7 +99,7 @@ def enqueue_execution(
     Raises `QueueFull` when the backlog is at its bound."""
     client = client or get_redis()
     limit = get_settings().max_queued_executions
-    waiting = int(client.xlen(STREAM_KEY))  # type: ignore[arg-type]
+    waiting = waiting_executions(client)
     if waiting >= limit:
         raise QueueFull(waiting, limit)
     execution_id = uuid.uuid4().hex
@@ -119,6 +120,17 @@ def enqueue_execution(
         pipe.zremrangebyrank(RECENT_KEY, 0, -RECENT_KEPT - 1)
         pipe.execute()
     return execution_id
+
+
+def waiting_executions(client: redis.Redis) -> int:
+    """Entries no pool has taken yet: the stream's length less what the pools
+    hold (delivered, not yet acknowledged: running, or about to)."""
+    length = int(client.xlen(STREAM_KEY))  # type: ignore[arg-type]
+    try:
+        held = int(client.xpending(STREAM_KEY, GROUP)["pending"])  # type: ignore[index]
+    except redis.ResponseError:  # no group yet: no pool has read the stream
+        held = 0
+    return max(length - held, 0)
 
 
 def recent_executions(limit: int, client: redis.Redis | None = None) -> list[ExecutionRecord]:

@@ -323,3 +323,29 @@ def test_the_queue_refuses_rather_than_drops(
     entries = redis_client.xrange(executions.STREAM_KEY)
     assert [fields["id"] for _, fields in entries] == ids  # nothing trimmed
     assert json.loads(entries[0][1]["parameters"]) == {}
+
+
+def test_the_queue_limit_counts_what_waits_not_what_runs(
+    sqlite_system: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Executions a pool has taken (running, delivered to its consumer and not
+    yet acknowledged) leave room for as many new ones."""
+    from src.foundation.settings import get_settings
+
+    monkeypatch.setenv("BIFROST_MAX_QUEUED_EXECUTIONS", "3")
+    get_settings.cache_clear()
+    redis_client.xgroup_create(executions.STREAM_KEY, executions.GROUP, id="0", mkstream=True)
+    for _ in range(3):
+        executions.enqueue_execution("m", "f", {}, redis_client)
+    with pytest.raises(executions.QueueFull):
+        executions.enqueue_execution("m", "f", {}, redis_client)
+    # A pool takes two (as its stream consumer reads them): two places free up.
+    taken = redis_client.xreadgroup(executions.GROUP, "pool-x", {executions.STREAM_KEY: ">"},
+                                    count=2)
+    assert len(taken[0][1]) == 2
+    assert executions.waiting_executions(redis_client) == 1
+    for _ in range(2):
+        executions.enqueue_execution("m", "f", {}, redis_client)
+    with pytest.raises(executions.QueueFull) as refused:
+        executions.enqueue_execution("m", "f", {}, redis_client)
+    assert "3" in str(refused.value)
