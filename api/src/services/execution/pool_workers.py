@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from multiprocessing.queues import Queue
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -314,6 +315,39 @@ class WorkerSupervisor:
                    "worker_id": worker.worker_id, "duration_ms": duration_ms,
                    "notes": notes or [], "peak_rss_mb": peak_rss_mb}
         self._on_finished(held.execution_id, held.entry_id, changes)
+
+
+def remove_dead_ipc_directories() -> int:
+    """Remove the multiprocessing directories (`/tmp/pymp-*`, this uid's) of
+    pools that died without cleaning up: a directory goes only when it holds a
+    forkserver socket (`listener-*`) and none of its sockets is bound by a live
+    process (/proc/net/unix), so another program's live directory stays.
+    Returns how many went."""
+    import shutil
+    import tempfile
+
+    try:
+        with open("/proc/net/unix") as table:
+            bound = {line.split()[7] for line in table.read().splitlines()[1:]
+                     if len(line.split()) >= 8}
+    except OSError:  # no /proc: nothing can be told apart, nothing goes
+        return 0
+    removed = 0
+    for directory in Path(tempfile.gettempdir()).glob("pymp-*"):
+        with contextlib.suppress(OSError):
+            if directory.is_symlink() or directory.lstat().st_uid != os.geteuid():
+                continue
+            sockets = [entry for entry in directory.iterdir() if entry.is_socket()]
+            if not any(entry.name.startswith("listener-") for entry in sockets):
+                continue
+            if any(str(entry) in bound for entry in sockets):
+                continue
+            shutil.rmtree(directory)
+            removed += 1
+    if removed:
+        logger.info("Removed %d multiprocessing director%s left by dead pools", removed,
+                    "y" if removed == 1 else "ies")
+    return removed
 
 
 def lock_ipc_directory() -> None:

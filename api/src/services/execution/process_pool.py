@@ -49,7 +49,11 @@ from src.foundation.settings import Settings, get_settings
 from src.services.execution import executions
 from src.services.execution.control import ControlListener
 from src.services.execution.pool_heartbeat import PoolHeartbeat, keep_module_cache_warm
-from src.services.execution.pool_workers import WorkerSupervisor, lock_ipc_directory
+from src.services.execution.pool_workers import (
+    WorkerSupervisor,
+    lock_ipc_directory,
+    remove_dead_ipc_directories,
+)
 from src.services.execution.redis_outage import RedisOutage
 from src.services.execution.stream_consumer import StreamConsumer
 from src.services.execution.worker_handle import InFlight, Worker
@@ -74,6 +78,7 @@ class ProcessPool:
         self.size = size or self.settings.workers
         self.host = self.settings.host_name
         self.pool_id = f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        remove_dead_ipc_directories()
         lock_ipc_directory()  # before the forkserver's socket is bound there
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(["src.services.execution.simple_worker"])

@@ -196,3 +196,39 @@ def test_the_forkserver_socket_is_never_open_to_a_process_without_capabilities()
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report == {"mode": 0, "inside": True, "connect": 0}, report
+
+
+def test_a_pool_removes_the_ipc_directories_of_dead_pools_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    import tempfile
+
+    from src.services.execution.pool_workers import remove_dead_ipc_directories
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def directory(name: str, socket_name: str, keep_bound: bool) -> socket.socket | None:
+        path = tmp_path / name
+        path.mkdir()
+        server = socket.socket(socket.AF_UNIX)
+        server.bind(str(path / socket_name))
+        server.listen()
+        if keep_bound:
+            return server
+        server.close()  # the file stays; nothing listens on it any more
+        return None
+
+    directory("pymp-dead", "listener-aaaa", keep_bound=False)
+    live = directory("pymp-live", "listener-bbbb", keep_bound=True)
+    manager = directory("pymp-other", "manager-socket", keep_bound=False)  # not a forkserver's
+    (tmp_path / "pymp-empty").mkdir()
+    (tmp_path / "unrelated").mkdir()
+    try:
+        assert remove_dead_ipc_directories() == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "pymp-empty", "pymp-live", "pymp-other", "unrelated"]
+    finally:
+        for server in (live, manager):
+            if server is not None:
+                server.close()
