@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, validation_alias="BIFROST_MAX_RESULT_BYTES"
     )
+    # Of what an execution prints, the last this many bytes of stdout, and of
+    # stderr, are kept in its record (the rest is counted, never logged).
+    execution_output_bytes: int = Field(
+        default=8192, ge=0, le=1024 * 1024, validation_alias="BIFROST_EXECUTION_OUTPUT_BYTES"
+    )
     # Executions waiting in the stream beyond which new ones are refused (503).
     max_queued_executions: int = Field(
         default=100_000, ge=1, validation_alias="BIFROST_MAX_QUEUED_EXECUTIONS"

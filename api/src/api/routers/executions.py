@@ -86,6 +86,9 @@ class ExecutionOut(BaseModel):
     notes: list[str] = Field(default_factory=list)
     # The peak resident memory of the execution's process, in MB (when known).
     peak_rss_mb: float | None = None
+    # The last part of what it printed (BIFROST_EXECUTION_OUTPUT_BYTES of each).
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 class ExecutionSummary(BaseModel):
@@ -154,6 +157,8 @@ def read_execution(execution_id: str) -> ExecutionOut:
             duration_ms=record.get("duration_ms"),
             notes=record.get("notes") or [],
             peak_rss_mb=record.get("peak_rss_mb"),
+            stdout=record.get("stdout"),
+            stderr=record.get("stderr"),
         )
     except (ValidationError, KeyError, TypeError, AttributeError) as exc:
         return _unreadable(execution_id, f"the stored record has the wrong shape ({exc})")

@@ -31,6 +31,7 @@ from typing import Any
 
 from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
+from src.services.execution.output_capture import OutputTail
 from src.services.execution.processes import (
     READ_CHUNK,
     children,
@@ -62,6 +63,7 @@ class Limits:
     timeout: float  # seconds; also the most a caller may ask for
     max_result_bytes: int
     memory_mb: int  # 0: unbounded
+    output_bytes: int = 8192  # of stdout, and of stderr, the last this many are kept
 
 
 @dataclass
@@ -71,6 +73,8 @@ class _Spare:
     pid: int
     order_fd: int  # the worker writes the order here
     result_fd: int  # and reads the outcome here
+    stdout_fd: int  # and what it prints (non-blocking)
+    stderr_fd: int
 
 
 class ExecutionRunner:
@@ -116,8 +120,9 @@ class ExecutionRunner:
         if self._spare is not None:
             kill_group(self._spare.pid)
             self._dying.add(self._spare.pid)
-            os.close(self._spare.order_fd)
-            os.close(self._spare.result_fd)
+            for fd in (self._spare.order_fd, self._spare.result_fd, self._spare.stdout_fd,
+                       self._spare.stderr_fd):
+                os.close(fd)
             self._spare = None
         deadline = time.monotonic() + REAP_SECONDS
         while self._dying and time.monotonic() < deadline:
@@ -141,17 +146,25 @@ class ExecutionRunner:
         started = time.monotonic()
         timeout = _timeout_of(order, self.limits.timeout)
         self._last_child, self._exit = spare.pid, None
+        output = {spare.stdout_fd: OutputTail(self.limits.output_bytes),
+                  spare.stderr_fd: OutputTail(self.limits.output_bytes)}
         try:
             if workspace is None:
                 workspace = prefetch_workspace(str(order.get("module", "")))
             _send_order(spare.order_fd, order, workspace)
-            payload = self._await(spare.pid, spare.result_fd, started, timeout, cancelled)
+            payload = self._await(spare.pid, spare.result_fd, started, timeout, cancelled,
+                                  output)
+            for fd, tail in output.items():  # printed before the outcome was written
+                tail.drain(fd)
         finally:
-            os.close(spare.result_fd)
+            for fd in (spare.result_fd, spare.stdout_fd, spare.stderr_fd):
+                os.close(fd)
         # Its outcome is in (or it was killed): it is exiting; its exit tells its peak.
         _, peak_kib = self._exit or reap_with_usage(spare.pid, EXIT_WAIT_SECONDS)
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
-                          payload=payload, peak_rss_kb=peak_kib)
+                          payload=payload, peak_rss_kb=peak_kib,
+                          stdout=output[spare.stdout_fd].text(),
+                          stderr=output[spare.stderr_fd].text())
 
     def clean_up(self, prepare: bool = True) -> None:
         """End the last execution's process group and whatever else it left
@@ -186,25 +199,37 @@ class ExecutionRunner:
     def _fork_spare(self) -> _Spare:
         order_read, order_write = os.pipe()
         result_read, result_write = os.pipe()
+        stdout_read, stdout_write = os.pipe()
+        stderr_read, stderr_write = os.pipe()
         gc.freeze()  # the child's collections leave the template's objects (and pages) alone
         pid = os.fork()
         if pid == 0:  # the execution's process: never returns
-            os.close(order_write)
-            os.close(result_read)
+            for fd in (order_write, result_read, stdout_read, stderr_read):
+                os.close(fd)
+            # What it prints goes to its own pipes, never to the platform's log.
+            os.dup2(stdout_write, 1)
+            os.dup2(stderr_write, 2)
+            os.close(stdout_write)
+            os.close(stderr_write)
             run_child(order_read, result_write, self._child_setup)
-        os.close(order_read)
-        os.close(result_write)
-        return _Spare(pid, order_write, result_read)
+        for fd in (order_read, result_write, stdout_write, stderr_write):
+            os.close(fd)
+        os.set_blocking(stdout_read, False)
+        os.set_blocking(stderr_read, False)
+        return _Spare(pid, order_write, result_read, stdout_read, stderr_read)
 
     def _await(self, pid: int, read_fd: int, started: float, timeout: float,
-               cancelled: Callable[[], bool]) -> bytes:
-        """The child's outcome bytes, or a failure the worker writes itself."""
+               cancelled: Callable[[], bool], output: dict[int, OutputTail]) -> bytes:
+        """The child's outcome bytes, or a failure the worker writes itself;
+        what it prints meanwhile goes into `output` (by descriptor)."""
         deadline = started + timeout
         reader = _OutcomeReader(read_fd, self.limits.max_result_bytes + ENVELOPE_BYTES)
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
         poller.register(read_fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        for fd in output:
+            poller.register(fd, select.POLLIN)
         try:
             while True:
                 if cancelled():
@@ -215,6 +240,9 @@ class ExecutionRunner:
                     return self._stop(pid, started, f"execution exceeded {timeout:g} s",
                                       "Timeout")
                 ready = {fd for fd, _ in poller.poll(min(POLL_SECONDS, remaining) * 1000)}
+                for fd in ready & output.keys():
+                    if not output[fd].read(fd):  # its end closed: nothing more comes
+                        poller.unregister(fd)
                 if read_fd in ready and not reader.eof:
                     reader.read()
                     if reader.eof:

@@ -75,6 +75,8 @@ class ExecutionRecord(TypedDict):
     timeout: NotRequired[float | None]
     notes: NotRequired[list[str]]
     peak_rss_mb: NotRequired[float | None]  # the execution process's peak resident memory
+    stdout: NotRequired[str]  # the last part of what it printed (BIFROST_EXECUTION_OUTPUT_BYTES)
+    stderr: NotRequired[str]
     created_at: float
     updated_at: float
 

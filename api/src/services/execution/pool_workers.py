@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable
 from multiprocessing.context import ForkServerContext
 from multiprocessing.queues import Queue
-from pathlib import Path
 from typing import Any
 
 import redis
@@ -285,8 +284,10 @@ class WorkerSupervisor:
             payload = message.get("payload")
             outcome = decode_outcome(payload if isinstance(payload, bytes) else b"")
             worker.last_execution_peak_rss_mb = peak = peak_mb(message.get("peak_rss_kb"))
+            output = {name: text for name in ("stdout", "stderr")
+                      if isinstance(text := message.get(name), str)}
             self._finish(worker, outcome["status"], outcome["result"], outcome["error"],
-                         outcome["duration_ms"], outcome["notes"], peak)
+                         outcome["duration_ms"], outcome["notes"], peak, output)
             if worker.retiring:
                 worker.inbox.put(None)
         self._on_change()
@@ -300,9 +301,11 @@ class WorkerSupervisor:
         duration_ms: float | None = None,
         notes: list[str] | None = None,
         peak_rss_mb: float | None = None,
+        output: dict[str, str] | None = None,
     ) -> None:
         """The worker is done with its execution: hand its end to `on_finished`
-        (`peak_rss_mb`: its process's peak resident memory, when known)."""
+        (`peak_rss_mb`: its process's peak resident memory, when known;
+        `output`: the tails of its stdout and stderr)."""
         held = worker.current
         if held is None:
             return
@@ -313,56 +316,5 @@ class WorkerSupervisor:
             duration_ms = ms_since(held.started)
         changes = {"status": status, "result": result, "error": error,
                    "worker_id": worker.worker_id, "duration_ms": duration_ms,
-                   "notes": notes or [], "peak_rss_mb": peak_rss_mb}
+                   "notes": notes or [], "peak_rss_mb": peak_rss_mb, **(output or {})}
         self._on_finished(held.execution_id, held.entry_id, changes)
-
-
-def remove_dead_ipc_directories() -> int:
-    """Remove the multiprocessing directories (`/tmp/pymp-*`, this uid's) of
-    pools that died without cleaning up: a directory goes only when it holds a
-    forkserver socket (`listener-*`) and none of its sockets is bound by a live
-    process (/proc/net/unix), so another program's live directory stays.
-    Returns how many went."""
-    import shutil
-    import tempfile
-
-    try:
-        with open("/proc/net/unix") as table:
-            bound = {line.split()[7] for line in table.read().splitlines()[1:]
-                     if len(line.split()) >= 8}
-    except OSError:  # no /proc: nothing can be told apart, nothing goes
-        return 0
-    removed = 0
-    for directory in Path(tempfile.gettempdir()).glob("pymp-*"):
-        with contextlib.suppress(OSError):
-            if directory.is_symlink() or directory.lstat().st_uid != os.geteuid():
-                continue
-            sockets = [entry for entry in directory.iterdir() if entry.is_socket()]
-            if not any(entry.name.startswith("listener-") for entry in sockets):
-                continue
-            if any(str(entry) in bound for entry in sockets):
-                continue
-            shutil.rmtree(directory)
-            removed += 1
-    if removed:
-        logger.info("Removed %d multiprocessing director%s left by dead pools", removed,
-                    "y" if removed == 1 else "ies")
-    return removed
-
-
-def lock_ipc_directory() -> None:
-    """Close this process's multiprocessing directory (`/tmp/pymp-*`, where the
-    forkserver's socket will be bound) before the forkserver exists.
-
-    The forkserver runs whatever a connection to its socket sends, and any
-    process can find the socket's path in /proc/net/unix. As root, the
-    directory is closed to everyone (mode 0) from the start, so there is no
-    moment when the socket is open: the pool still binds and connects there
-    (it has CAP_DAC_OVERRIDE), executions, whose sandbox drops every
-    capability, cannot, whichever pool they run in. Without root nothing here
-    stops a same-uid process (README, "What executions cannot reach")."""
-    if os.geteuid() != 0:
-        return
-    from multiprocessing import util
-
-    os.chmod(util.get_temp_dir(), 0)

@@ -49,11 +49,8 @@ from src.foundation.settings import Settings, get_settings
 from src.services.execution import executions
 from src.services.execution.control import ControlListener
 from src.services.execution.pool_heartbeat import PoolHeartbeat, keep_module_cache_warm
-from src.services.execution.pool_workers import (
-    WorkerSupervisor,
-    lock_ipc_directory,
-    remove_dead_ipc_directories,
-)
+from src.services.execution.pool_ipc import lock_ipc_directory, remove_dead_ipc_directories
+from src.services.execution.pool_workers import WorkerSupervisor
 from src.services.execution.redis_outage import RedisOutage
 from src.services.execution.stream_consumer import StreamConsumer
 from src.services.execution.worker_handle import InFlight, Worker

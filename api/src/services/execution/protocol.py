@@ -56,13 +56,17 @@ class WorkResult(TypedDict):
     `ExecutionOutcome`, produced by the execution's process (or by the worker
     when that process died without one): bytes, never a user's objects.
     `peak_rss_kb`: the execution process's peak resident memory (KiB, its
-    `ru_maxrss` when the template reaped it); None when not known."""
+    `ru_maxrss` when the template reaped it); None when not known.
+    `stdout`, `stderr`: the last part of what the execution printed to each
+    (`BIFROST_EXECUTION_OUTPUT_BYTES`), saying how much came before it."""
 
     type: Literal["result"]
     id: str
     worker_id: str
     payload: bytes
     peak_rss_kb: NotRequired[int | None]
+    stdout: NotRequired[str]
+    stderr: NotRequired[str]
 
 
 class WorkerInstalling(TypedDict):

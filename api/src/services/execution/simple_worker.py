@@ -278,7 +278,8 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
     settings = get_settings()
     limits = Limits(timeout=settings.execution_timeout,
                     max_result_bytes=settings.max_result_bytes,
-                    memory_mb=settings.execution_memory_mb)
+                    memory_mb=settings.execution_memory_mb,
+                    output_bytes=settings.execution_output_bytes)
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
     remove_scratch_of_dead_workers(scratch_root.parent)
     setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,

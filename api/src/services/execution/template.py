@@ -18,8 +18,9 @@ Between the two, a socket pair carries length-prefixed frames:
 - worker -> template, while an execution runs: `{"cancel": id}` to kill it
   (a frame, not a signal: a cancel can only ever reach the order it names);
 - template -> worker: the outcome's JSON bytes, as the execution encoded them;
-  then `{"peak_rss_kb"}`, the execution process's peak resident memory (KiB,
-  read from its exit; null when not known), as JSON.
+  then `{"peak_rss_kb", "stdout", "stderr"}`, the execution process's peak
+  resident memory (KiB, read from its exit; null when not known) and the
+  tails of what it printed, as JSON.
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
 die with it.
 
@@ -102,7 +103,9 @@ def _serve(sock: socket.socket, runner: ExecutionRunner) -> None:
         order = message["order"]
         result = runner.run(order, message["workspace"], _cancel_watch(sock, order["id"]))
         send_frame(sock, result["payload"])
-        send_frame(sock, json.dumps({"peak_rss_kb": result.get("peak_rss_kb")}).encode())
+        send_frame(sock, json.dumps({"peak_rss_kb": result.get("peak_rss_kb"),
+                                     "stdout": result.get("stdout", ""),
+                                     "stderr": result.get("stderr", "")}).encode())
 
 
 def _cancel_watch(sock: socket.socket, order_id: str) -> Callable[[], bool]:

@@ -64,27 +64,33 @@ class Template:
                                    started + timeout + ANSWER_GRACE_SECONDS, cancelled)
         except OSError:
             payload = None
-        peak_kib = self._peak() if payload is not None else None
+        peak_kib, output = self._after() if payload is not None else (None, {})
         if payload is None:
             code = self._stop()
             payload = failure(f"WorkerDied: the execution template exited (code {code}) "
                               "during the execution", ms_since(started))
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
-                          payload=payload, peak_rss_kb=peak_kib)
+                          payload=payload, peak_rss_kb=peak_kib, **output)
 
-    def _peak(self) -> int | None:
+    def _after(self) -> tuple[int | None, dict[str, str]]:
         """The frame that follows an outcome: its execution's peak resident
-        memory in KiB (None when not known)."""
+        memory in KiB (None when not known) and the tails of its output."""
+        details: Any = None
         try:
             assert self.sock is not None
             ready, _, _ = select.select([self.sock], [], [], ANSWER_GRACE_SECONDS)
             frame = recv_frame(self.sock) if ready else None
-            peak = json.loads(frame).get("peak_rss_kb") if frame else None
-        except (OSError, ValueError, AttributeError):
-            peak, ready = None, False
+            details = json.loads(frame) if frame else None
+        except (OSError, ValueError):
+            ready = False
         if not ready:  # out of step with the template: start it afresh next time
             self._stop()
-        return peak if isinstance(peak, int) and not isinstance(peak, bool) else None
+        if not isinstance(details, dict):
+            return None, {}
+        peak = details.get("peak_rss_kb")
+        output = {name: details[name] for name in ("stdout", "stderr")
+                  if isinstance(details.get(name), str)}
+        return (peak if isinstance(peak, int) and not isinstance(peak, bool) else None), output
 
     def _answer(self, order_id: str, deadline: float, cancelled: Any) -> bytes | None:
         assert self.sock is not None and self.process is not None
@@ -134,7 +140,7 @@ def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limit
                    scratch_root: Path, data_dir: Path, packages_dir: Path) -> dict[str, Any]:
     return {"worker_id": worker_id, "install": install, "sys_path": sys.path,
             "limits": {"timeout": limits.timeout, "max_result_bytes": limits.max_result_bytes,
-                       "memory_mb": limits.memory_mb},
+                       "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes},
             "scratch_root": str(scratch_root), "data_dir": str(data_dir),
             "packages_dir": str(packages_dir)}
 

@@ -43,6 +43,15 @@ HOSTILE = textwrap.dedent('''
     def huge(megabytes):
         return "x" * (megabytes * 1024 * 1024)
 
+    def flood(megabytes):
+        line = "y" * 1023 + "\\n"
+        for _ in range(megabytes * 1024):
+            sys.stdout.write(line)
+        print("the last line", flush=True)
+        print("a warning", file=sys.stderr)
+        os.write(2, b"raw bytes on fd 2\\n")
+        return "flooded"
+
     def depth(value):
         n = 0
         while isinstance(value, dict) and value:
@@ -118,7 +127,8 @@ def pool_env(sqlite_system: str, redis_url: str, isolated_settings: Path) -> dic
     module_cache.save_file_sync("flows/hostile.py", HOSTILE)
     return {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_system,
             "BIFROST_DATA_DIR": str(isolated_settings),
-            "BIFROST_EXECUTION_MEMORY_MB": "256", "BIFROST_MAX_RESULT_BYTES": "1048576"}
+            "BIFROST_EXECUTION_MEMORY_MB": "256", "BIFROST_MAX_RESULT_BYTES": "1048576",
+            "BIFROST_EXECUTION_OUTPUT_BYTES": "4096"}
 
 
 @pytest.fixture
@@ -349,3 +359,21 @@ def test_the_queue_limit_counts_what_waits_not_what_runs(
     with pytest.raises(executions.QueueFull) as refused:
         executions.enqueue_execution("m", "f", {}, redis_client)
     assert "3" in str(refused.value)
+
+
+def test_output_is_captured_per_stream_bounded_and_kept_out_of_the_log(
+    pool: Path, redis_client: redis.Redis
+) -> None:
+    record = _run(redis_client, "flood", megabytes=50)
+    assert record["status"] == "Success" and record["result"] == "flooded", record.get("error")
+    stdout, stderr = record.get("stdout", ""), record.get("stderr", "")
+    # The last 4 KiB of each stream, saying how much came before.
+    assert stdout.endswith("the last line\n"), stdout[-200:]
+    head, _, kept = stdout.partition("]\n")
+    assert head.startswith("[") and int(head[1:].split()[0]) > 50 * 1024 * 1024 - 4096, head
+    assert len(kept.encode()) == 4096
+    assert stderr == "a warning\nraw bytes on fd 2\n"
+    # None of it in the platform's log (the pool's and its workers' output).
+    log = pool.read_text(errors="replace")
+    assert "y" * 1023 not in log and "the last line" not in log and "a warning" not in log
+    assert _run(redis_client, "slow", seconds=0)["result"] == "done"  # the worker goes on

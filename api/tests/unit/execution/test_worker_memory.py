@@ -334,10 +334,11 @@ def template(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Template, socket
 def test_the_frame_after_an_outcome_carries_the_peak(
         template: tuple[Template, socket.socket]) -> None:
     handle, theirs = template
-    send_frame(theirs, json.dumps({"peak_rss_kb": 153_600}).encode())
-    assert handle._peak() == 153_600
+    send_frame(theirs, json.dumps({"peak_rss_kb": 153_600, "stdout": "out\n",
+                                   "stderr": 7}).encode())
+    assert handle._after() == (153_600, {"stdout": "out\n"})  # text only
     send_frame(theirs, json.dumps({"peak_rss_kb": None}).encode())
-    assert handle._peak() is None
+    assert handle._after() == (None, {})
     assert handle.sock is not None  # in step: the template is kept
 
 
@@ -346,11 +347,11 @@ def test_a_peak_frame_that_makes_no_sense_is_no_peak(
         template: tuple[Template, socket.socket], frame: bytes) -> None:
     handle, theirs = template
     send_frame(theirs, frame)
-    assert handle._peak() is None
+    assert handle._after()[0] is None
 
 
 def test_a_template_that_sends_no_peak_frame_is_started_afresh(
         template: tuple[Template, socket.socket]) -> None:
     handle, _theirs = template
-    assert handle._peak() is None
+    assert handle._after()[0] is None
     assert handle.sock is None  # out of step: the next order restarts the template
