@@ -47,7 +47,8 @@ READ_ONLY_DETAIL = ("the read-only token cannot change anything: "
                     "POST /api/packages/install needs the admin token")
 MEGABYTES = re.compile(r"^\d+(\.\d)? MB$")
 
-HELLO = 'def main(name="world"):\n    return {"greeting": f"Hello, {name}!", "n": len(name)}\n'
+HELLO = ('def main(name="world"):\n    print(f"saying hello to {name}")\n'
+         '    return {"greeting": f"Hello, {name}!", "n": len(name)}\n')
 
 # Every control with no accessible name: aria-label, aria-labelledby, a
 # <label>, or (buttons) its own text.
@@ -401,6 +402,9 @@ def test_run_a_workflow_from_the_page(console: Console) -> None:
     output = page.get_by_test_id("run-output")
     expect(output).to_contain_text('"greeting": "Hello, Ada!"')
     expect(output).to_contain_text('"n": 3')
+    # What it printed, apart from its result.
+    expect(page.get_by_test_id("run-stdout")).to_have_text("saying hello to Ada\n")
+    expect(page.get_by_test_id("run-stderr")).to_have_count(0)
     expect(page.get_by_test_id("run-result")).to_contain_text(re.compile(r"peak memory \d"))
     row = page.get_by_test_id("execution-row").first
     expect(row).to_contain_text("workflows.hello:main", timeout=30_000)

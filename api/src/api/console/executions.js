@@ -154,5 +154,13 @@ function showOutcome(record) {
       el("pre", { className: "installer-output", dataset: { testid: "run-output" }, text: record.error }));
   }
   for (const note of record.notes ?? []) parts.push(el("p", { className: "muted", text: note }));
+  // What it printed: the last part of each stream (the record says how much came before).
+  for (const stream of ["stdout", "stderr"]) {
+    if (record[stream]) {
+      parts.push(el("p", { className: "label", text: stream }),
+        el("pre", { className: "installer-output", dataset: { testid: `run-${stream}` },
+          text: record[stream] }));
+    }
+  }
   byId("run-result").replaceChildren(...parts);
 }
