@@ -504,15 +504,17 @@ def test_executions_post_queues_and_get_reads(api: Api, redis_client: redis.Redi
     assert response.json() == {
         "id": execution_id, "status": "Pending", "result": None, "error": None,
         "worker_id": None, "duration_ms": None, "notes": [], "peak_rss_mb": None,
+        "stdout": None, "stderr": None,
     }
 
     update_execution(
         execution_id, redis_client, status="Success", result={"greeting": "hi"},
-        worker_id="w1", duration_ms=7,
+        worker_id="w1", duration_ms=7, stdout="printed\n", stderr="",
     )
     assert api.client.get(f"/api/executions/{execution_id}").json() == {
         "id": execution_id, "status": "Success", "result": {"greeting": "hi"}, "error": None,
         "worker_id": "w1", "duration_ms": 7, "notes": [], "peak_rss_mb": None,
+        "stdout": "printed\n", "stderr": "",
     }
 
 
