@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, inspect, make_url, text
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.pool import NullPool
 
+from src.foundation.local_redis import LocalRedis
 from src.foundation.redis_client import close_clients
 from src.foundation.settings import get_settings
 from src.store.database import dispose_engines, get_engine, normalise_database_url
@@ -110,3 +111,13 @@ def sqlite_system(
     yield url
     close_clients()
     dispose_engines()
+
+
+@pytest.fixture
+def own_redis(redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch) -> LocalRedis:
+    """The code under test on a Redis of this test's own (`redis_server`),
+    which the test may stop, reconfigure or fill."""
+    monkeypatch.setenv("REDIS_URL", redis_server.url)
+    get_settings.cache_clear()
+    close_clients()
+    return redis_server

@@ -19,8 +19,6 @@ from src.core import requirements_cache as rc
 from src.foundation.hashing import sha256_hex
 from src.foundation.local_redis import LocalRedis
 from src.foundation.locks import DIRECT, InvalidLock, Lock, LockedPackage
-from src.foundation.redis_client import close_clients
-from src.foundation.settings import get_settings
 from src.store.database import session_scope
 from src.store.locks import get_lock, put_lock
 from tests.support.sleeps import recorded_sleeps
@@ -103,14 +101,11 @@ def test_no_lock_is_none_and_remembered_for_a_while(
 
 
 def test_redis_down_reads_the_store_at_once(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch,
+    system: str, own_redis: LocalRedis, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     lock = lc.save_lock_sync(_lock())
-    redis_server.stop()
+    own_redis.stop()
     started = time.monotonic()
     with recorded_sleeps(monkeypatch) as slept:
         assert lc.read_lock(HASH, "w-down") == lock
@@ -124,13 +119,10 @@ def test_redis_down_reads_the_store_at_once(
 
 
 def test_save_with_redis_down_keeps_the_lock_in_the_store(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch,
+    system: str, own_redis: LocalRedis,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
-    redis_server.stop()
+    own_redis.stop()
     lock = _lock()
     assert lc.save_lock_sync(lock) == lock
     assert _stored() == lock.text()

@@ -7,8 +7,6 @@ import redis
 
 from src.core import module_cache as mc
 from src.foundation.local_redis import LocalRedis
-from src.foundation.redis_client import close_clients
-from src.foundation.settings import get_settings
 from src.foundation.workspace_paths import InvalidPath
 
 HELLO = "def main():\n    return 'hello'\n"
@@ -66,13 +64,10 @@ def test_delete_removes_from_store_and_cache(system: str, redis_client: redis.Re
 
 
 def test_read_with_redis_stopped_comes_from_the_store(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+    system: str, own_redis: LocalRedis
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     mc.save_file_sync("workflows/hello.py", HELLO)
-    redis_server.stop()
+    own_redis.stop()
     assert mc.read_file_sync("workflows/hello.py") == HELLO
     assert mc.index_sync() == {"workflows/hello.py"}
 
@@ -102,15 +97,12 @@ def _refusing_writes(client: redis.Redis) -> None:
 
 @pytest.mark.parametrize("change", ["save", "delete"])
 def test_a_write_redis_refuses_never_leaves_the_old_version_served(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch, change: str
+    system: str, own_redis: LocalRedis, change: str
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     mc.save_file_sync("workflows/hello.py", HELLO)
     mc.save_file_sync("workflows/other.py", HELLO)
     assert mc.read_file_sync("workflows/hello.py") == HELLO  # cached, index warm
-    client = redis.from_url(redis_server.url, decode_responses=True)
+    client = redis.from_url(own_redis.url, decode_responses=True)
     _refusing_writes(client)
     if change == "save":
         mc.save_file_sync("workflows/hello.py", "def main():\n    return 'new'\n")
@@ -128,13 +120,10 @@ def test_a_write_redis_refuses_never_leaves_the_old_version_served(
 
 
 def test_a_write_that_can_neither_update_nor_drop_the_cache_says_so(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+    system: str, own_redis: LocalRedis
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     mc.save_file_sync("workflows/hello.py", HELLO)
-    redis_server.stop()
+    own_redis.stop()
     with pytest.raises(mc.CacheNotCleared, match="readers may get the old version"):
         mc.save_file_sync("workflows/hello.py", "def main():\n    return 'new'\n")
     # The store has the new version all the same.

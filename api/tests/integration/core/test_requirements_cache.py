@@ -12,8 +12,6 @@ from src.core import requirements_cache as rc
 from src.core.metrics_store import CACHE_REFUSALS, counter_key
 from src.foundation.hashing import sha256_hex
 from src.foundation.local_redis import LocalRedis
-from src.foundation.redis_client import close_clients
-from src.foundation.settings import get_settings
 from src.store.database import session_scope
 from src.store.files import RequirementsConflict
 from src.store.models import RequirementsChange
@@ -51,14 +49,11 @@ def test_read_after_flushall_comes_from_the_store_and_recaches(
 
 
 def test_read_with_redis_stopped_comes_from_the_store(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch,
+    system: str, own_redis: LocalRedis, monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     rc.save_requirements_sync(CONTENT)
-    redis_server.stop()
+    own_redis.stop()
     monkeypatch.setattr(rc, "REDIS_RETRY_DELAY", 0.01)
     assert rc.get_requirements_sync("w-down") == {"content": CONTENT, "hash": sha256_hex(CONTENT)}
     assert "[w-down] Redis unavailable after 3 attempts" in caplog.text
@@ -141,13 +136,10 @@ def test_a_hash_that_is_not_the_contents_is_never_used(
 
 
 def test_a_requirements_write_redis_refuses_drops_the_old_cached_copy(
-    system: str, redis_server: LocalRedis, monkeypatch: pytest.MonkeyPatch
+    system: str, own_redis: LocalRedis
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", redis_server.url)
-    get_settings.cache_clear()
-    close_clients()
     rc.save_requirements_sync("alpha==1\n")
-    client = redis.from_url(redis_server.url, decode_responses=True)
+    client = redis.from_url(own_redis.url, decode_responses=True)
     assert client.get(rc.REQUIREMENTS_KEY) is not None
     # Reads answered, writes refused: maxmemory below what Redis uses.
     client.config_set("maxmemory-policy", "noeviction")
@@ -155,7 +147,7 @@ def test_a_requirements_write_redis_refuses_drops_the_old_cached_copy(
     saved = rc.save_requirements_sync("beta==2\n")
     assert client.get(rc.REQUIREMENTS_KEY) is None  # not the old value
     assert rc.get_requirements_sync("worker-1") == saved  # from the store
-    redis_server.stop()
+    own_redis.stop()
     with pytest.raises(rc.CacheNotCleared, match="workers may install the old ones"):
         rc.save_requirements_sync("gamma==3\n")
     client.close()
