@@ -9,34 +9,51 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
+# How long a directory must have been unchanged before it may be taken for dead.
+QUIET_SECONDS = 60.0
 
-def remove_dead_ipc_directories() -> int:
+
+def remove_dead_ipc_directories(quiet_seconds: float = QUIET_SECONDS) -> int:
     """Remove the multiprocessing directories (`/tmp/pymp-*`, this uid's) of
-    pools that died without cleaning up: a directory goes only when it holds a
-    forkserver socket (`listener-*`) and none of its sockets is bound by a live
-    process (/proc/net/unix), so another program's live directory stays.
-    Returns how many went."""
+    pools that died without cleaning up. A directory goes only when it holds a
+    forkserver socket (`listener-*`), none of its sockets is bound by a live
+    process, and nothing in it changed for `quiet_seconds`; so another
+    program's live directory stays, and so does one whose pool is starting
+    its forkserver right now. Returns how many went."""
+    now = time.time()
+    candidates: dict[Path, list[str]] = {}
+    for directory in Path(tempfile.gettempdir()).glob("pymp-*"):
+        with contextlib.suppress(OSError):
+            status = directory.lstat()
+            if not stat.S_ISDIR(status.st_mode) or status.st_uid != os.geteuid():
+                continue
+            if now - status.st_mtime < quiet_seconds:
+                continue
+            sockets = [str(entry) for entry in directory.iterdir() if entry.is_socket()]
+            if any(Path(path).name.startswith("listener-") for path in sockets):
+                candidates[directory] = sockets
+    if not candidates:
+        return 0
+    # Read after the directories were: a socket seen there was bound before
+    # this read, so it is listed here unless its process is gone.
     try:
         with open("/proc/net/unix") as table:
-            bound = {line.split()[7] for line in table.read().splitlines()[1:]
-                     if len(line.split()) >= 8}
+            bound = {fields[7] for line in table.read().splitlines()[1:]
+                     if len(fields := line.split()) >= 8}
     except OSError:  # no /proc: nothing can be told apart, nothing goes
         return 0
     removed = 0
-    for directory in Path(tempfile.gettempdir()).glob("pymp-*"):
+    for directory, sockets in candidates.items():
+        if any(path in bound for path in sockets):
+            continue
         with contextlib.suppress(OSError):
-            if directory.is_symlink() or directory.lstat().st_uid != os.geteuid():
-                continue
-            sockets = [entry for entry in directory.iterdir() if entry.is_socket()]
-            if not any(entry.name.startswith("listener-") for entry in sockets):
-                continue
-            if any(str(entry) in bound for entry in sockets):
-                continue
             shutil.rmtree(directory)
             removed += 1
     if removed:
