@@ -57,7 +57,8 @@ def build_wheel(
 
 # An in-tree PEP 517 backend: no build requirements, so uv and pip can build
 # the sdist offline. BEHAVIOUR is "ok", "fail" (like a package needing a C
-# compiler the image lacks), or "wait:<path>" (blocks while <path> exists).
+# compiler the image lacks), "wait:<path>" (blocks while <path> exists), or
+# "environ:<path>" (appends its environment, as JSON, to <path>).
 _BACKEND = '''
 import base64, hashlib, os, sys, time, zipfile
 
@@ -65,6 +66,10 @@ NAME, VERSION, BEHAVIOUR = {name!r}, {version!r}, {behaviour!r}
 
 
 def _behave():
+    if BEHAVIOUR.startswith("environ:"):
+        import json
+        with open(BEHAVIOUR[8:], "a") as marker:
+            marker.write(json.dumps(dict(os.environ)) + "\\n")
     if BEHAVIOUR == "fail":
         sys.stderr.write("error: command 'gcc' failed: No such file or directory\\n")
         raise RuntimeError("building " + NAME + " needs a C compiler")
@@ -80,6 +85,8 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    if BEHAVIOUR.startswith("environ:"):
+        _behave()
     dist_info = os.path.join(metadata_directory, f"{{NAME}}-{{VERSION}}.dist-info")
     os.makedirs(dist_info)
     with open(os.path.join(dist_info, "METADATA"), "w") as f:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from src.foundation.hardening import for_executions
+
 Installer = Literal["uv", "pip"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -70,10 +72,13 @@ def install_command(
 ) -> InstallerCall:
     """The run installing `-r requirements_file` (or one `requirement`) into
     `target`, with the operator's settings from `environ` (this process's
-    environment by default). `find_links` adds local wheel directories (the
-    fleet cache's) to the operator's; with `local_only` they are all the run
-    sees. `no_deps`: exactly what is named, no dependency resolved."""
-    environ = os.environ if environ is None else environ
+    environment by default), less the control plane's variables. `find_links`
+    adds local wheel directories (the fleet cache's) to the operator's; with
+    `local_only` they are all the run sees. `no_deps`: exactly what is named,
+    no dependency resolved."""
+    # Installers build sdists, which runs package code: never with a way into
+    # the control plane (Redis, the store, the tokens, the webhook).
+    environ = for_executions(os.environ if environ is None else environ)
     what = ["-r", requirements_file] if requirements_file else [str(requirement)]
     what += ["--no-deps"] if no_deps else []
     constraints = ["--constraint", str(constraints_file)] if constraints_file else []

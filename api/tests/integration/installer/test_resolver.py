@@ -278,3 +278,42 @@ def test_outdated_with_the_index_unreachable(no_index: None,
     with pytest.raises(IndexUnreachable) as caught:
         outdated("good-a\n", None)
     assert caught.value.index == url
+
+
+SECRETS = {
+    "REDIS_URL": "redis://:redis-password-1f2e@127.0.0.1:1/0",
+    "DATABASE_URL": "postgresql://bifrost:store-password-9c8d@127.0.0.1:1/bifrost",
+    "BIFROST_ADMIN_TOKEN": "admin-token-7a6b5c4d3e2f1a0b",
+    "BIFROST_READ_TOKEN": "read-token-0a1b2c3d4e5f6a7b",
+    "BIFROST_ALERT_WEBHOOK": "https://hooks.example/secret-path-5e4d",
+}
+
+
+def test_package_build_code_never_sees_the_control_planes_variables(
+    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An sdist's build code runs when uv reads its metadata (resolving on
+    write, in the API) and when it builds the wheel (installing, in a worker):
+    neither time with Redis's URL, the store's, a token or the webhook."""
+    import json
+
+    from src.services.installer import commands
+    from src.services.installer.runner import run_installer
+    from tests.support.wheels import build_sdist
+
+    marker = tmp_path / "build-environments.jsonl"
+    name = f"envprobe{os.getpid()}"
+    build_sdist(wheelhouse, name, "1.0.0", behaviour=f"environ:{marker}")
+    for variable, value in SECRETS.items():
+        monkeypatch.setenv(variable, value)
+    lock = resolve(f"{name}==1.0.0\n", "h")  # metadata: the backend runs
+    assert [package.name for package in lock.packages] == [name]
+    call = commands.install_command("uv", tmp_path / "target", requirement=f"{name}==1.0.0")
+    done = run_installer(call.argv, 120, env=call.env)  # the wheel: it runs again
+    assert done.returncode == 0, done.stderr
+    seen = [json.loads(line) for line in marker.read_text().splitlines()]
+    assert seen, "the build code never ran"
+    for environment in seen:
+        assert not set(SECRETS) & set(environment), sorted(set(SECRETS) & set(environment))
+        text = json.dumps(environment)
+        assert not [v for v in SECRETS.values() if v in text]
