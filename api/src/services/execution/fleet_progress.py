@@ -22,6 +22,10 @@ from src.services.execution.registry import PoolState, WorkerState
 
 logger = logging.getLogger(__name__)
 
+# How many times a pool reads the progress again after appending it (see
+# `append_settled_progress`).
+PROGRESS_CHECKS = 5
+
 READY_STATUSES = frozenset({"idle", "busy"})
 INSTALLING_STATUSES = frozenset({"starting", "installing"})
 # What a worker event carries; a change in any of these is announced.
@@ -133,6 +137,23 @@ def announce(client: redis.Redis, pool_id: str,
             pipe.execute()
         current = cached_hash(client) if moves_count else None
         if current is not None:
-            events.append(client, "progress", dict(fleet_progress(current, current, client)))
+            append_settled_progress(client, current)
     except redis.RedisError as exc:
         logger.warning("Pool %s: could not append its worker events: %s", pool_id, exc)
+
+
+def append_settled_progress(client: redis.Redis, current: str) -> None:
+    """Append the progress on `current`, then read it again, and append again
+    while it changed meanwhile. Pools on several hosts compute progress while
+    the others publish: a count read just before another host's change, but
+    appended just after that host's own (correct) event, would otherwise be
+    the stream's last word (3/4 ready for good, with all 4 ready). The last
+    progress event a pool leaves is one it read again after appending it, so
+    the stream's last is never older than the last change."""
+    appended: Progress | None = None
+    for _ in range(PROGRESS_CHECKS):
+        now = fleet_progress(current, current, client)
+        if now == appended:
+            return
+        events.append(client, "progress", dict(now))
+        appended = now
