@@ -2,10 +2,12 @@
 against the real stack: `bifrost init`, the API and two pools of two workers,
 standing in for two hosts (each its own packages dir and host name).
 
-One stack and one browser serve the whole module; each test opens a fresh
-browser context (an empty sessionStorage) and signs in, with the admin token
-or the read-only one (`BIFROST_READ_TOKEN`). The tests run in file order and
-build on each other's requirements (and alerts) only where they say so.
+One stack and one browser serve the module (the first visit, which must
+find nothing, gets a stack of its own); each test opens a fresh browser
+context (an empty sessionStorage) and signs in, with the admin token or the
+read-only one (`BIFROST_READ_TOKEN`). Each test writes what it needs first
+(its own packages, failures and executions), so the tests pass in any order
+and when pytest-xdist splits the module between processes.
 
 Writes `tests/artifacts/console-1280.png`, `console-390.png`, and appends
 the click-to-every-worker-ready time of an install to `console-timings.txt`.
@@ -13,6 +15,7 @@ the click-to-every-worker-ready time of an install to `console-timings.txt`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,6 +28,7 @@ from typing import Any
 import pytest
 import redis
 
+from src.foundation.local_redis import LocalRedis
 from tests.support.browser import chromium
 from tests.support.stack import STOP_TIMEOUT, Stack
 from tests.support.wheels import build_sdist, build_wheel
@@ -42,6 +46,11 @@ PLAYWRIGHT_EXPECT_DEFAULT_MS = 5_000
 PACKAGE, VERSION = "console-pkg", "1.0.0"
 FAILING, FAILING_VERSION = "needs-gcc", "1.0"
 UPGRADABLE = "console-up"
+# What the read-only test shows: a package of its own and a failure of its own.
+SHOWN, SHOWN_VERSION = "console-shown", "1.0"
+SHOWN_FAILING = "needs-gcc-too"
+# The line the conflict test tries to save over another write (never installed).
+MINE = "console-mine"
 READ_TOKEN = "e2e-read-token-7d2e91b4"
 READ_ONLY_DETAIL = ("the read-only token cannot change anything: "
                     "POST /api/packages/install needs the admin token")
@@ -82,6 +91,17 @@ def browser() -> Iterator[Any]:
             expect.set_options(timeout=PLAYWRIGHT_EXPECT_DEFAULT_MS)
 
 
+def _two_host_stack(root: Path, redis_url: str, workers_per_host: int) -> Stack:
+    return Stack(
+        root, redis_url, pools=len(HOSTS), workers_per_pool=workers_per_host,
+        extra_env={"UV_CACHE_DIR": str(root / "uv-cache"),
+                   "PIP_CACHE_DIR": str(root / "pip-cache"),
+                   "BIFROST_READ_TOKEN": READ_TOKEN},
+        pool_env=[{"BIFROST_PACKAGES_DIR": str(root / f"{host}-packages"),
+                   "BIFROST_HOST_NAME": host} for host in HOSTS],
+    )
+
+
 @pytest.fixture(scope="module")
 def stack(browser: Any, tmp_path_factory: pytest.TempPathFactory,
           redis_url: str) -> Iterator[Stack]:
@@ -90,17 +110,13 @@ def stack(browser: Any, tmp_path_factory: pytest.TempPathFactory,
     client = redis.from_url(redis_url)
     client.flushdb()  # the run owns this Redis; the stack starts from nothing
     client.close()
-    stack = Stack(
-        root, redis_url, pools=2, workers_per_pool=2,
-        extra_env={"UV_CACHE_DIR": str(root / "uv-cache"),
-                   "PIP_CACHE_DIR": str(root / "pip-cache"),
-                   "BIFROST_READ_TOKEN": READ_TOKEN},
-        pool_env=[{"BIFROST_PACKAGES_DIR": str(root / f"{host}-packages"),
-                   "BIFROST_HOST_NAME": host} for host in HOSTS],
-    )
+    stack = _two_host_stack(root, redis_url, WORKERS // len(HOSTS))
     build_wheel(stack.wheelhouse, PACKAGE, VERSION)
     build_wheel(stack.wheelhouse, UPGRADABLE, "1.0")
     build_sdist(stack.wheelhouse, FAILING, FAILING_VERSION, behaviour="fail")
+    build_wheel(stack.wheelhouse, SHOWN, SHOWN_VERSION)
+    build_sdist(stack.wheelhouse, SHOWN_FAILING, FAILING_VERSION, behaviour="fail")
+    build_wheel(stack.wheelhouse, MINE, "1.0")
     try:
         stack.start()
         yield stack
@@ -152,6 +168,27 @@ class Console:
 
 @pytest.fixture
 def console(browser: Any, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Console]:
+    with _console_on(browser, stack, request) as tab:
+        yield tab
+
+
+@pytest.fixture
+def first_visit(browser: Any, tmp_path: Path, redis_server: LocalRedis,
+                request: pytest.FixtureRequest) -> Iterator[Console]:
+    """A console on a stack of its own, on a Redis of its own, that nothing
+    has written to yet: what a new user's first visit finds, whatever the
+    other tests of the module did (one worker per host)."""
+    stack = _two_host_stack(tmp_path / "empty", redis_server.url, 1)
+    try:
+        stack.start()
+        with _console_on(browser, stack, request) as tab:
+            yield tab
+    finally:
+        stack.stop()
+
+
+@contextlib.contextmanager
+def _console_on(browser: Any, stack: Stack, request: pytest.FixtureRequest) -> Iterator[Console]:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     page = context.new_page()
     tab = Console(page, stack)
@@ -188,10 +225,12 @@ def _expect_every_worker_ready(console: Console, requirements_hash: str) -> None
 # --- tests ------------------------------------------------------------------------------------
 
 
-def test_sign_in_wrong_token_then_right_one_and_sign_out(console: Console) -> None:
+def test_sign_in_wrong_token_then_right_one_and_sign_out(first_visit: Console) -> None:
     from playwright.sync_api import expect
 
+    console = first_visit
     page, stack = console.page, console.stack
+    workers = stack.expected_workers
     console.open()
     page.get_by_label("Access token").fill("not-the-token")
     page.get_by_role("button", name="Sign in").click()
@@ -205,13 +244,13 @@ def test_sign_in_wrong_token_then_right_one_and_sign_out(console: Console) -> No
     console.tab("Workers")
     current = stack.current_hash()
     expect(page.get_by_test_id("workers-summary")).to_have_text(
-        f"{WORKERS}/{WORKERS} workers ready on {current[:6]}.", timeout=30_000)
-    expect(page.get_by_test_id("worker-row")).to_have_count(WORKERS)
+        f"{workers}/{workers} workers ready on {current[:6]}.", timeout=30_000)
+    expect(page.get_by_test_id("worker-row")).to_have_count(workers)
     for host in HOSTS:
         expect(page.locator(f'[data-testid="host"][data-host="{host}"] h4')).to_have_count(1)
     # Each worker's resident memory, as the API measures it ("77 MB").
     memory = page.get_by_test_id("worker-memory")
-    expect(memory.filter(has_text=MEGABYTES)).to_have_count(WORKERS, timeout=30_000)
+    expect(memory.filter(has_text=MEGABYTES)).to_have_count(workers, timeout=30_000)
     measured = [w["rss_mb"] for w in stack.fleet()["workers"]]
     assert all(isinstance(mb, float | int) and mb > 1 for mb in measured), measured
 
@@ -314,10 +353,12 @@ def test_a_failing_package_shows_its_error_then_is_removed(console: Console) -> 
     expect(alert.locator("time").first).to_have_text(re.compile(r"just now|min ago"))
     alert.get_by_text("Installer output").click()
     expect(alert.locator("pre")).to_contain_text("command 'gcc' failed")
-    expect(page.get_by_test_id("alerts-status")).to_contain_text("1 package failed to install")
     api_alerts = stack.client.get("/api/alerts", params={"open": "true"}).json()["alerts"]
-    assert [(a["package"], sorted(a["hosts"])) for a in api_alerts] == [
-        (f"{FAILING}=={FAILING_VERSION}", sorted(HOSTS))], api_alerts
+    assert [sorted(a["hosts"]) for a in api_alerts
+            if a["package"] == f"{FAILING}=={FAILING_VERSION}"] == [sorted(HOSTS)], api_alerts
+    # The summary counts every open alert (another test's too, on this stack).
+    failed = f"{len(api_alerts)} package{'s' if len(api_alerts) > 1 else ''} failed to install"
+    expect(page.get_by_test_id("alerts-status")).to_contain_text(failed)
     _assert_every_control_is_named(page)
     _screenshots(page)  # the alert, the failed change and the packages, at 1280 and 390
 
@@ -348,7 +389,7 @@ def test_saving_over_a_change_made_elsewhere_shows_the_conflict(console: Console
     expect(page.get_by_test_id("requirements-error")).to_contain_text("this is not a requirement",
                                                                       timeout=30_000)
 
-    mine = loaded + f"{UPGRADABLE}==1.0\n"
+    mine = loaded + f"{MINE}==1.0\n"
     editor.fill(mine)
     theirs = loaded + "# changed behind the page's back\n"
     answer = stack.client.put("/api/requirements", json={"content": theirs})
@@ -433,25 +474,51 @@ def test_upgrade_from_the_updates_list(console: Console) -> None:
     expect(console.package_row(UPGRADABLE).locator("td").nth(1)).to_have_text("2.0")
 
 
+def _show_a_package_a_failure_and_an_execution(stack: Stack) -> None:
+    """What the read-only test reads, written with the admin token: SHOWN
+    installed, an open alert for SHOWN_FAILING (which is then removed again),
+    and an execution."""
+    content = stack.client.get("/api/requirements").json()["content"]
+    lines = [line for line in content.splitlines()
+             if not line.startswith((f"{SHOWN}==", f"{SHOWN_FAILING}=="))]
+    wanted = [*lines, f"{SHOWN}=={SHOWN_VERSION}", f"{SHOWN_FAILING}=={FAILING_VERSION}"]
+    answer = stack.client.put("/api/requirements", json={"content": "\n".join(wanted) + "\n"})
+    assert answer.status_code == 200, answer.text
+    stack.wait_ready(answer.json()["hash"])
+
+    def alerted() -> bool:
+        alerts = stack.client.get("/api/alerts", params={"open": "true"}).json()["alerts"]
+        return any(a["package"] == f"{SHOWN_FAILING}=={FAILING_VERSION}" for a in alerts)
+
+    stack.wait(alerted, 60, f"the alert for {SHOWN_FAILING}")
+    answer = stack.client.put("/api/requirements",
+                              json={"content": "\n".join([*lines, f"{SHOWN}=={SHOWN_VERSION}"])
+                                    + "\n"})
+    assert answer.status_code == 200, answer.text
+    stack.wait_ready(answer.json()["hash"])
+    stack.upload("workflows/hello.py", HELLO)
+    assert stack.execute("workflows.hello")["status"] == "Success"
+
+
 def test_the_read_only_token_shows_everything_and_changes_nothing(console: Console) -> None:
-    """Builds on the earlier tests: PACKAGE is installed and FAILING's alert is open."""
     from playwright.sync_api import expect
 
     page, stack = console.page, console.stack
+    _show_a_package_a_failure_and_an_execution(stack)
     before = stack.current_hash()
     console.sign_in(READ_TOKEN)
     banner = page.get_by_test_id("read-only")
 
     # Everything reads as for the admin token.
-    expect(console.package_row(PACKAGE)).to_contain_text(f"{PACKAGE}=={VERSION}")
+    expect(console.package_row(SHOWN)).to_contain_text(f"{SHOWN}=={SHOWN_VERSION}")
     expect(page.get_by_test_id("alerts").get_by_test_id("alert").filter(
-        has_text=FAILING)).to_have_count(1)
+        has_text=SHOWN_FAILING)).to_have_count(1)
     content = stack.client.get("/api/requirements").json()["content"]
     expect(page.get_by_label("Contents of requirements.txt")).to_have_value(content)
     expect(banner).to_be_hidden()  # nothing tells the page yet: no route says who the token is
 
     # The first write is refused: the API's reason next to the form, then read-only mode.
-    console.add_package(PACKAGE, "9.9")
+    console.add_package(SHOWN, "9.9")
     expect(page.locator("#packages-status")).to_contain_text(
         f"This token is read-only: {READ_ONLY_DETAIL}", timeout=30_000)
     expect(page.get_by_label("Package", exact=True)).not_to_have_attribute("aria-invalid", "true")
@@ -461,7 +528,7 @@ def test_the_read_only_token_shows_everything_and_changes_nothing(console: Conso
 
     page.reload()  # the tab remembers it
     expect(banner).to_be_visible()
-    expect(console.package_row(PACKAGE)).to_contain_text(f"{PACKAGE}=={VERSION}")
+    expect(console.package_row(SHOWN)).to_contain_text(f"{SHOWN}=={SHOWN_VERSION}")
     _expect_no_write_control(console)
     _assert_every_control_is_named(page)
 
@@ -483,7 +550,7 @@ def test_the_read_only_token_shows_everything_and_changes_nothing(console: Conso
     console.sign_in()
     expect(banner).to_be_hidden()
     expect(page.get_by_role("button", name="Add package")).to_be_enabled()
-    expect(page.get_by_role("button", name=f"Remove {PACKAGE}")).to_be_enabled()
+    expect(page.get_by_role("button", name=f"Remove {SHOWN}")).to_be_enabled()
 
 
 def _expect_no_write_control(console: Console) -> None:
@@ -492,7 +559,7 @@ def _expect_no_write_control(console: Console) -> None:
 
     page = console.page
     console.tab("Packages")
-    for name in ("Add package", "Upgrade all", "Save", f"Remove {PACKAGE}"):
+    for name in ("Add package", "Upgrade all", "Save", f"Remove {SHOWN}"):
         expect(page.get_by_role("button", name=name, exact=True)).to_be_disabled()
     expect(page.get_by_label("Package", exact=True)).to_be_disabled()
     expect(page.get_by_label("Contents of requirements.txt")).to_have_attribute("readonly", "")
