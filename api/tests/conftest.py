@@ -13,6 +13,7 @@ import redis
 from src.core import metrics_store
 from src.foundation.local_redis import LocalRedis
 from src.foundation.settings import get_settings
+from tests.support.exchange import Exchange, serve_exchange
 
 # The distributions the run's offline package index holds (tiny wheels, no
 # dependencies): what tests write into requirements.txt, which every write
@@ -70,17 +71,12 @@ def isolated_settings(
 
 
 @pytest.fixture
-def exchange_dir() -> Iterator[Path]:
-    """A directory workflows may write to and the test may read: executions
-    may write only in their own scratch dir and /dev/shm (their sandbox), so
-    markers and logs they leave for a test go here, not in tmp_path."""
-    import shutil
-    import tempfile
-
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
-    path = Path(tempfile.mkdtemp(prefix="bifrost-test-", dir=base))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+def exchange() -> Iterator[Exchange]:
+    """Files the test shares with the executions it starts (see
+    tests/support/exchange.py): executions write only in their own scratch
+    dir and /dev/shm, which the test cannot see."""
+    with serve_exchange() as served:
+        yield served
 
 
 def xdist_worker_index() -> int:

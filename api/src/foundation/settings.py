@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, validation_alias="BIFROST_MAX_RESULT_BYTES"
     )
+    # Tasks (processes and threads) an execution may run at once: a pids
+    # cgroup where one is writable, else RLIMIT_NPROC (not as root); 0: no bound.
+    execution_max_pids: int = Field(
+        default=256, ge=0, validation_alias="BIFROST_EXECUTION_MAX_PIDS"
+    )
+    # The executions' /dev/shm: `private` (a tmpfs of the worker's executions,
+    # emptied after each, sized by BIFROST_EXECUTION_MEMORY_MB; where the
+    # platform cannot mount one, none) or `none` (writes there are refused).
+    execution_shm: Literal["private", "none"] = Field(
+        default="private", validation_alias="BIFROST_EXECUTION_SHM"
+    )
     # Of what an execution prints, the last this many bytes of stdout, and of
     # stderr, are kept in its record (the rest is counted, never logged).
     execution_output_bytes: int = Field(

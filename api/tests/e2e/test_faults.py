@@ -11,17 +11,19 @@ from pathlib import Path
 import pytest
 
 from src.foundation.local_redis import LocalRedis
+from tests.support.exchange import CLIENT_SOURCE, Exchange
 from tests.support.stack import Stack
 from tests.support.wheels import build_sdist, build_wheel
 
 ECHO = "def main(x):\n    return x\n"
 # Touches `marker`, then holds its worker until the test creates `release`.
-HELD = ("import os, time\n\n\ndef main(marker, release):\n"
-        "    open(marker, 'w').close()\n"
-        "    deadline = time.monotonic() + 120\n"
-        "    while not os.path.exists(release) and time.monotonic() < deadline:\n"
-        "        time.sleep(0.01)\n"
-        "    return 'done'\n")
+# `marker` and `release`: the test's exchange files (tests/support/exchange.py).
+HELD = CLIENT_SOURCE + ("import time\n\n\ndef main(marker, release):\n"
+                        "    exchange_touch(marker)\n"
+                        "    deadline = time.monotonic() + 120\n"
+                        "    while not exchange_exists(release) and time.monotonic() < deadline:\n"
+                        "        time.sleep(0.01)\n"
+                        "    return 'done'\n")
 
 
 @pytest.fixture
@@ -92,12 +94,12 @@ def test_redis_down_when_a_worker_starts_it_installs_from_the_store(
 
 def test_a_pool_killed_with_executions_claimed_loses_none(
     stacks: list[Stack], redis_url: str, redis_client: object, tmp_path: Path,
-    exchange_dir: Path,
+    exchange: Exchange,
 ) -> None:
     stack = _stack(stacks, tmp_path / "s", redis_url, pools=2, workers_per_pool=1,
                    extra_env={"BIFROST_CLAIM_IDLE_SECONDS": "3"}).start()
     stack.upload("workflows/held.py", HELD)
-    markers, release = exchange_dir / "markers", exchange_dir / "release"
+    markers, release = exchange / "markers", exchange / "release"
     markers.mkdir()
     ids = [stack.submit("workflows.held", params={"marker": str(markers / f"m{i}"),
                                                   "release": str(release)})

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 
 from tests.e2e.test_packages_e2e import StackFactory
+from tests.support.exchange import CLIENT_SOURCE, Exchange
 from tests.support.wheels import build_wheel
 
-MARK = ("def main(token, log):\n"
-        "    with open(log, 'a') as f:\n"
-        "        f.write(token + '\\n')\n"
-        "    return token\n")
+# `log`: the test's exchange file (tests/support/exchange.py).
+MARK = CLIENT_SOURCE + ("def main(token, log):\n"
+                        "    exchange_append(log, token + '\\n')\n"
+                        "    return token\n")
 
 
 def test_fifty_concurrent_installs_over_http_keep_all_fifty(make_stack: StackFactory) -> None:
@@ -39,11 +39,11 @@ def test_fifty_concurrent_installs_over_http_keep_all_fifty(make_stack: StackFac
 
 
 def test_five_hundred_executions_over_two_pools_with_a_recycle_run_once_each(
-    make_stack: StackFactory, exchange_dir: Path
+    make_stack: StackFactory, exchange: Exchange
 ) -> None:
     stack = make_stack(pools=2, workers_per_pool=2).start()
     stack.upload("workflows/mark.py", MARK)
-    log = exchange_dir / "runs.log"
+    log = exchange / "runs.log"
     ids: list[str] = []
     before: set[str] = set()
     for i in range(500):

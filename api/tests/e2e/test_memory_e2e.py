@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from tests.support.exchange import CLIENT_SOURCE, Exchange
 from tests.support.stack import Stack
 
 # Touches `mb` MB (every page), then, with `hold`, keeps it while it waits to be cancelled.
@@ -26,13 +26,14 @@ def main(mb, hold=0):
     return len(block) // 2**20
 """
 # With `release`: holds its worker until the test creates that file.
-HELD = """import os
+# `release`: the test's exchange file (tests/support/exchange.py).
+HELD = CLIENT_SOURCE + """
 import time
 
 
 def main(release=None):
     deadline = time.monotonic() + 120
-    while release and not os.path.exists(release) and time.monotonic() < deadline:
+    while release and not exchange_exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "done"
 """
@@ -81,14 +82,14 @@ def test_workers_show_their_memory_and_executions_their_peak(
 
 
 def test_a_worker_over_the_memory_limit_is_replaced_after_the_item_in_hand_once(
-        make_stack: Callable[..., Stack], exchange_dir: Path) -> None:
+        make_stack: Callable[..., Stack], exchange: Exchange) -> None:
     stack = make_stack(pools=1, workers_per_pool=1,
                        extra_env={"BIFROST_WORKER_MAX_RSS_MB": str(LIMIT_MB)})
     stack.start(wait=False)  # the API answers; the pool is still starting
     stack.upload("workflows/held.py", HELD)
     # Queued before the worker is ready, and held until the test releases it:
     # it is in hand at the worker's first measurement, however long that takes.
-    release = exchange_dir / "release"
+    release = exchange / "release"
     execution_id = stack.submit("workflows.held", params={"release": str(release)})
 
     def retiring_while_busy() -> dict[str, Any] | None:

@@ -10,12 +10,12 @@ import shutil
 import signal
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import redis
 
 from src.foundation.hashing import sha256_hex
+from tests.support.exchange import CLIENT_SOURCE, Exchange
 from tests.support.stack import Stack
 from tests.support.wheels import build_wheel
 
@@ -30,45 +30,43 @@ def main():
     return bifrost_e2e_pkg.VERSION
 """
 
-# Holds its worker (touching `started`) until the test creates `release`.
-USES_PKG_HELD = """\
+# Holds its worker (touching `started`) until the test creates `release`;
+# both are the test's exchange files (tests/support/exchange.py), as are the
+# `path`, `started`, `release` and `marker` of the workflows below.
+USES_PKG_HELD = CLIENT_SOURCE + """
 import time
-from pathlib import Path
 
 
 def main(started, release):
-    Path(started).touch()
+    exchange_touch(started)
     deadline = time.monotonic() + 120
-    while not Path(release).exists() and time.monotonic() < deadline:
+    while not exchange_exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     import bifrost_e2e_pkg
     return bifrost_e2e_pkg.VERSION
 """
 
 # With `started` and `release`: held in hand (as above) before it appends.
-APPEND_TOKEN = """\
+APPEND_TOKEN = CLIENT_SOURCE + """
 import time
-from pathlib import Path
 
 
 def main(token, path, started=None, release=None):
     if started:
-        Path(started).touch()
+        exchange_touch(started)
     deadline = time.monotonic() + 120
-    while release and not Path(release).exists() and time.monotonic() < deadline:
+    while release and not exchange_exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
-    with open(path, "a") as f:
-        f.write(token + "\\n")
+    exchange_append(path, token + "\\n")
     return token
 """
 
-SLEEPER = """\
+SLEEPER = CLIENT_SOURCE + """
 import time
-from pathlib import Path
 
 
 def main(marker, seconds):
-    Path(marker).touch()
+    exchange_touch(marker)
     time.sleep(seconds)
     return "done"
 """
@@ -130,10 +128,10 @@ def test_install_then_execute(make_stack: StackFactory) -> None:
     assert LINE in listing.json()["requirements"], listing.json()
 
 
-def test_recycle_all_loses_nothing(make_stack: StackFactory, exchange_dir: Path) -> None:
+def test_recycle_all_loses_nothing(make_stack: StackFactory, exchange: Exchange) -> None:
     stack = make_stack().start()
     stack.upload("workflows/append_token.py", APPEND_TOKEN)
-    runs, started, release = (exchange_dir / name for name in ("runs.log", "started", "release"))
+    runs, started, release = (exchange / name for name in ("runs.log", "started", "release"))
     started.mkdir()
 
     def lines() -> list[str]:
@@ -203,7 +201,7 @@ def test_uninstall_makes_the_import_fail_again(make_stack: StackFactory) -> None
 
 
 def test_two_pools_both_recycle_and_report_the_new_hash(
-    make_stack: StackFactory, exchange_dir: Path
+    make_stack: StackFactory, exchange: Exchange
 ) -> None:
     stack = _stack_with_package_workflow(make_stack, pools=2, workers_per_pool=1)
     stack.upload("workflows/uses_pkg_held.py", USES_PKG_HELD)
@@ -221,7 +219,7 @@ def test_two_pools_both_recycle_and_report_the_new_hash(
 
     # Work goes to whichever pool reads first, and a pool takes no more than it
     # has idle workers: two executions held in hand at once are one per pool.
-    started, release = exchange_dir / "started", exchange_dir / "release"
+    started, release = exchange / "started", exchange / "release"
     started.mkdir()
     ids = [stack.submit("workflows.uses_pkg_held", params={
         "started": str(started / f"e{i}"), "release": str(release)}) for i in range(2)]
@@ -236,10 +234,10 @@ def test_two_pools_both_recycle_and_report_the_new_hash(
                                                           for w in workers}
 
 
-def test_worker_killed_mid_execution(make_stack: StackFactory, exchange_dir: Path) -> None:
+def test_worker_killed_mid_execution(make_stack: StackFactory, exchange: Exchange) -> None:
     stack = make_stack().start()
     stack.upload("workflows/sleeper.py", SLEEPER)
-    marker = exchange_dir / "started"
+    marker = exchange / "started"
 
     victim = stack.submit("workflows.sleeper", params={"marker": str(marker), "seconds": 300})
     stack.wait(marker.exists, 60, "the execution to start")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+
+from tests.support.exchange_client import exchange_append, exchange_exists, exchange_touch
 
 
 def add(a: int, b: int) -> int:
@@ -28,18 +29,20 @@ def not_json() -> object:
 
 
 def slow(seconds: float, marker: str | None = None) -> str:
+    """`marker`: an exchange URL (tests/support/exchange.py) touched first."""
     if marker:
-        Path(marker).touch()
+        exchange_touch(marker)
     time.sleep(seconds)
     return "done"
 
 
 def held(started: str, release: str, hold: float = 120.0) -> str:
     """Touch `started`, then wait until the test creates `release` (at most
-    `hold` seconds): an item in hand for exactly as long as the test needs."""
-    Path(started).touch()
+    `hold` seconds): an item in hand for exactly as long as the test needs.
+    Both are exchange URLs (tests/support/exchange.py)."""
+    exchange_touch(started)
     deadline = time.monotonic() + hold
-    while not Path(release).exists() and time.monotonic() < deadline:
+    while not exchange_exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     return "done"
 
@@ -51,11 +54,10 @@ def probe_version() -> str:
 
 
 def mark(token: str, log: str, seconds: float = 0.0) -> str:
-    """Append `token` to the file `log` (one line per run), to count runs."""
+    """Append `token` to the exchange file `log` (one line per run), to count runs."""
     if seconds:
         time.sleep(seconds)
-    with open(log, "a") as f:
-        f.write(token + "\n")
+    exchange_append(log, token + "\n")
     return token
 
 

@@ -24,7 +24,7 @@ import select
 import shutil
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from typing import Any
 from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
 from src.services.execution.output_capture import OutputTail
+from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import (
     READ_CHUNK,
     children,
@@ -64,6 +65,7 @@ class Limits:
     max_result_bytes: int
     memory_mb: int  # 0: unbounded
     output_bytes: int = 8192  # of stdout, and of stderr, the last this many are kept
+    max_pids: int = 0  # tasks (processes and threads) at once; 0: unbounded
 
 
 @dataclass
@@ -92,10 +94,16 @@ class ExecutionRunner:
         limits: Limits,
         scratch_root: Path,
         confine: Callable[[Path], Confinement | None] | None = None,
+        *,
+        also_emptied: Sequence[Path] = (),
+        tasks: TaskBound | None = None,
     ) -> None:
         """`scratch_root`: a directory of this worker's own, made here, under
         which executions get their scratch dir (working directory, TMPDIR and
-        HOME); `confine(scratch_root)` builds the sandbox executions enter."""
+        HOME); `confine(scratch_root)` builds the sandbox executions enter.
+        `also_emptied`: other directories only executions write in (their
+        private /dev/shm), emptied after each as the scratch dir is. `tasks`:
+        the bound each execution's process takes on its tasks."""
         self.worker_id = worker_id
         self.install = install
         self.limits = limits
@@ -106,8 +114,10 @@ class ExecutionRunner:
         self._scratch = scratch_root / "run"
         self._scratch.mkdir(mode=0o700, exist_ok=True)
         self.confinement = confine(scratch_root) if confine is not None else None
+        self._emptied = (self._scratch, *also_emptied)
         self._child_setup = ChildSetup(worker_id, install, self._scratch, self.confinement,
-                                       limits.memory_mb, limits.max_result_bytes)
+                                       limits.memory_mb, limits.max_result_bytes,
+                                       tasks or TaskBound())
         self._spare: _Spare | None = None
         self._last_child: int | None = None
         self._dying: set[int] = set()  # killed, not yet reaped
@@ -175,7 +185,8 @@ class ExecutionRunner:
             kill_group(self._last_child)
             self._dying.add(self._last_child)
             self._last_child = None
-            empty_directory(self._scratch)
+            for directory in self._emptied:
+                empty_directory(directory)
         if self._hunt_orphans:  # as the subreaper, whatever escaped the group comes to us
             spare = {self._spare.pid} if self._spare else set()
             for orphan in set(children()) - self._dying - spare:

@@ -8,7 +8,8 @@ What it guarantees, once `Confinement.apply()` returned True in a process
   packages dir, which is readable and importable but not writable; everywhere
   else is readable and executable, as the platform's uid allows;
 - files can be created, written, truncated and removed only beneath the
-  execution's scratch dir and in /dev/shm; of the other devices only null,
+  execution's scratch dir, and in /dev/shm when the worker's `Confinement`
+  says it is the executions' own (`private_shm.py`); of the other devices only null,
   zero, full, random, urandom, tty, ptmx and the pseudo-terminals can be
   opened (so not the machine's disks);
 - the /proc files of processes outside the execution (environ, mem, maps, fd,
@@ -115,16 +116,19 @@ class Confinement:
     With `scratch_root` (the directory every scratch dir of this worker is made
     in) the policy is two layers. The first, built here once into a ruleset
     (the O_PATH descriptors are closed again), handles every right: reading as
-    above, writing beneath the scratch root, /dev/shm and the devices. The
-    second, built in the child, handles only the rights that change files and
-    narrows writing to the execution's own scratch dir. The worker then holds
-    about a dozen descriptors whatever the number of siblings, and `apply` adds
-    a dozen rules. Without `scratch_root`, `apply` builds the one layer from
-    an O_PATH descriptor held for every granted path.
+    above, writing beneath the scratch root, the devices and (when it is the
+    executions' own) /dev/shm. The second, built in the child, handles only
+    the rights that change files and narrows writing to the execution's own
+    scratch dir. The worker then holds about a dozen descriptors whatever the
+    number of siblings, and `apply` adds a dozen rules. Without `scratch_root`,
+    `apply` builds the one layer from an O_PATH descriptor held for every
+    granted path.
     """
 
     def __init__(self, data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = (),
-                 scratch_root: Path | None = None) -> None:
+                 scratch_root: Path | None = None, *, shm: bool = False) -> None:
+        """`shm`: /dev/shm is the executions' own, so they may write there."""
+        self.shm = shm
         self.data_dir = Path(os.path.realpath(data_dir))
         self.packages_dir = Path(os.path.realpath(packages_dir))
         self.hidden = sorted(hidden_paths(self.data_dir, hidden))
@@ -145,12 +149,13 @@ class Confinement:
             warn_once("Landlock is not available in this kernel (or a seccomp policy hides "
                        "it): executions run without filesystem confinement")
         elif self.scratch_root is None:
-            held = self._open_rules(plan_grants(self.data_dir, self.packages_dir, self.hidden))
+            held = self._open_rules(plan_grants(self.data_dir, self.packages_dir, self.hidden,
+                                                shm=shm))
         else:
             self._static_ruleset = self._build_static_layer()
             writing = everything & ~READ
             self._attr = _RulesetAttr(handled_access_fs=writing, handled_access_net=0, scoped=0)
-            held = self._open_rules(device_grants(), granted=False)
+            held = self._open_rules(device_grants(shm), granted=False)
         # One contiguous table the kernel reads the rules from: a forked child
         # walks it without touching (and so copying) many small Python objects.
         self._table = (_PathBeneathAttr * len(held))(*held)
@@ -167,7 +172,7 @@ class Confinement:
         if ruleset < 0:
             raise errno_error("landlock_create_ruleset")
         try:
-            grants = plan_grants(self.data_dir, self.packages_dir, self.hidden)
+            grants = plan_grants(self.data_dir, self.packages_dir, self.hidden, shm=self.shm)
             for grant in [*grants, Grant(self.scratch_root, WRITE)]:
                 rule = self._open_rule(grant, self._static_attr.handled_access_fs)
                 if rule is None:
@@ -283,11 +288,12 @@ class Confinement:
 
 
 def build_confinement(data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = (),
-                      scratch_root: Path | None = None) -> Confinement | None:
+                      scratch_root: Path | None = None, *,
+                      shm: bool = False) -> Confinement | None:
     """A worker's `Confinement`; None, after logging why, when it cannot be
     built (the data dir is /, the scratch root holds it, Landlock refused)."""
     try:
-        return Confinement(data_dir, packages_dir, hidden, scratch_root)
+        return Confinement(data_dir, packages_dir, hidden, scratch_root, shm=shm)
     except (OSError, ValueError, ConfinementError) as exc:
         logger.error("executions cannot be confined: %s", exc)
         return None

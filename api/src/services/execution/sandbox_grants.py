@@ -1,6 +1,7 @@
 """What an execution may reach, as Landlock grants: everything but the data
-dir (and other hidden dirs), the packages dir read-only, the safe devices and
-/dev/shm (see `sandbox.py` for what this guarantees)."""
+dir (and other hidden dirs), the packages dir read-only, the safe devices and,
+when it is the executions' own (`private_shm.py`), /dev/shm (see `sandbox.py`
+for what this guarantees)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from pathlib import Path
 from src.services.execution.landlock import ACCESS_FS_READ_DIR, DEVICE, READ, WRITE
 
 DEV = Path("/dev")
-# The devices an execution may open; /dev/shm is writable like a scratch dir.
+# The devices an execution may open. /dev/shm is writable like a scratch dir
+# only when it is the executions' own: the machine's holds the platform's
+# semaphores.
 SAFE_DEVICES = ("null", "zero", "full", "random", "urandom", "tty", "ptmx")
 
 
@@ -25,14 +28,15 @@ class Grant:
     access: int
 
 
-def plan_grants(data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = ()) -> list[Grant]:
+def plan_grants(data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = (), *,
+                shm: bool = False) -> list[Grant]:
     """The static part of the policy: read and execute everywhere but beneath
     the data dir (and the `hidden` dirs), the packages dir read-only, the
-    safe devices, /dev/shm."""
+    safe devices, and writing in /dev/shm when `shm`."""
     hiding = hidden_paths(data_dir, hidden)
     packages_dir = Path(os.path.realpath(packages_dir))
     grants: list[Grant] = []
-    _grant_around(Path("/"), hiding, grants)
+    _grant_around(Path("/"), hiding, grants, shm)
     if not any(is_within(path, packages_dir) for path in hiding):
         grants.append(Grant(packages_dir, READ))
     return grants
@@ -45,7 +49,7 @@ def hidden_paths(data_dir: Path, hidden: Sequence[Path]) -> set[Path]:
     return paths
 
 
-def _grant_around(level: Path, hidden: set[Path], grants: list[Grant]) -> None:
+def _grant_around(level: Path, hidden: set[Path], grants: list[Grant], shm: bool) -> None:
     """Grant every entry of the directory `level` but the hidden ones, going
     down into each entry that leads to a hidden path instead of granting it."""
     leading = {path.relative_to(level).parts[0] for path in hidden if level in path.parents}
@@ -57,17 +61,17 @@ def _grant_around(level: Path, hidden: set[Path], grants: list[Grant]) -> None:
         path = level / name
         if name in leading:
             if path not in hidden:
-                _grant_around(path, hidden, grants)
+                _grant_around(path, hidden, grants, shm)
         else:
-            grants += device_grants() if path == DEV else [Grant(path, READ)]
+            grants += device_grants(shm) if path == DEV else [Grant(path, READ)]
 
 
-def device_grants() -> list[Grant]:
+def device_grants(shm: bool) -> list[Grant]:
     return [
         Grant(DEV, ACCESS_FS_READ_DIR),
         *(Grant(DEV / name, DEVICE) for name in SAFE_DEVICES),
         Grant(DEV / "pts", DEVICE | ACCESS_FS_READ_DIR),
-        Grant(DEV / "shm", WRITE),
+        *([Grant(DEV / "shm", WRITE)] if shm else []),
     ]
 
 

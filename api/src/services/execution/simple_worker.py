@@ -279,11 +279,12 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
     limits = Limits(timeout=settings.execution_timeout,
                     max_result_bytes=settings.max_result_bytes,
                     memory_mb=settings.execution_memory_mb,
-                    output_bytes=settings.execution_output_bytes)
+                    output_bytes=settings.execution_output_bytes,
+                    max_pids=settings.execution_max_pids)
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
     remove_scratch_of_dead_workers(scratch_root.parent)
     setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
-                           settings.packages_dir)
+                           settings.packages_dir, settings.execution_shm)
     return Template(worker_id, setup), limits
 
 

@@ -22,7 +22,8 @@ Between the two, a socket pair carries length-prefixed frames:
   resident memory (KiB, read from its exit; null when not known) and the
   tails of what it printed, as JSON.
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
-die with it.
+die with it. Before its first fork it gives its executions a /dev/shm of
+their own (`private_shm.py`) and a bound on their tasks (`process_limit.py`).
 
 The worker's side is `template_handle.py`; the frames are `frames.py`.
 Run as `python -m src.services.execution.template FD`.
@@ -65,6 +66,8 @@ def main(fd: int) -> None:
         format=f"%(asctime)s %(levelname)s template {setup['worker_id']} %(name)s: %(message)s",
     )
     sys.path[:] = setup["sys_path"]
+    from src.services.execution.private_shm import SHM, make_private_shm
+    from src.services.execution.process_limit import bound_tasks
     from src.services.execution.sandbox import build_confinement
     from src.services.execution.virtual_import import (
         install_virtual_import_hook,
@@ -74,18 +77,24 @@ def main(fd: int) -> None:
     install_virtual_import_hook()
     read_workspace_from_cache_only()
     data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])
+    limits = Limits(**setup["limits"])
+    # Before the sandbox is built: it grants /dev/shm only when it is the executions' own.
+    shm = setup["shm"] == "private" and make_private_shm(limits.memory_mb)
+    tasks = bound_tasks(limits.max_pids)
 
     def confine(root: Path) -> Any:
-        return build_confinement(data_dir, packages_dir, scratch_root=root)
+        return build_confinement(data_dir, packages_dir, scratch_root=root, shm=shm)
 
-    runner = ExecutionRunner(setup["worker_id"], setup["install"], Limits(**setup["limits"]),
-                             Path(setup["scratch_root"]), confine)
+    runner = ExecutionRunner(setup["worker_id"], setup["install"], limits,
+                             Path(setup["scratch_root"]), confine,
+                             also_emptied=[SHM] if shm else [], tasks=tasks)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the worker ends us, by closing the socket
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _serve(sock, runner)
     finally:
         runner.close()
+        tasks.remove()
 
 
 def _serve(sock: socket.socket, runner: ExecutionRunner) -> None:

@@ -137,10 +137,14 @@ class Template:
 
 
 def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limits,
-                   scratch_root: Path, data_dir: Path, packages_dir: Path) -> dict[str, Any]:
+                   scratch_root: Path, data_dir: Path, packages_dir: Path,
+                   shm: str = "private") -> dict[str, Any]:
+    """What `template.py` starts from. `shm`: BIFROST_EXECUTION_SHM."""
     return {"worker_id": worker_id, "install": install, "sys_path": sys.path,
             "limits": {"timeout": limits.timeout, "max_result_bytes": limits.max_result_bytes,
-                       "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes},
+                       "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
+                       "max_pids": limits.max_pids},
+            "shm": shm,
             "scratch_root": str(scratch_root), "data_dir": str(data_dir),
             "packages_dir": str(packages_dir)}
 

@@ -14,6 +14,7 @@ import redis
 
 from src.core import module_cache
 from src.services.execution import executions, registry
+from tests.support.exchange import CLIENT_SOURCE, Exchange
 from tests.support.pools import running_pool
 from tests.support.waiting import wait_for
 
@@ -70,8 +71,7 @@ HOSTILE = textwrap.dedent('''
 
     def spawn_and_hang(pidfile):
         child = subprocess.Popen(["sleep", "300"])
-        with open(pidfile, "w") as f:
-            f.write(str(child.pid))
+        exchange_append(pidfile, str(child.pid))
         time.sleep(300)
 
     def leave_zombies(count):
@@ -84,12 +84,11 @@ HOSTILE = textwrap.dedent('''
         if os.fork() == 0:
             os.setsid()
             if os.fork() == 0:
-                with open(pidfile, "w") as f:
-                    f.write(str(os.getpid()))
+                exchange_append(pidfile, str(os.getpid()))
                 time.sleep(300)
             os._exit(0)
         deadline = time.monotonic() + 60
-        while not os.path.exists(pidfile) and time.monotonic() < deadline:
+        while not exchange_exists(pidfile) and time.monotonic() < deadline:
             time.sleep(0.01)
         return "escaped"
 
@@ -124,7 +123,7 @@ HOSTILE = textwrap.dedent('''
 
 @pytest.fixture
 def pool_env(sqlite_system: str, redis_url: str, isolated_settings: Path) -> dict[str, str]:
-    module_cache.save_file_sync("flows/hostile.py", HOSTILE)
+    module_cache.save_file_sync("flows/hostile.py", HOSTILE + CLIENT_SOURCE)
     return {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_system,
             "BIFROST_DATA_DIR": str(isolated_settings),
             "BIFROST_EXECUTION_MEMORY_MB": "256", "BIFROST_MAX_RESULT_BYTES": "1048576",
@@ -256,8 +255,8 @@ def test_executions_do_not_share_an_interpreter(pool: Path, redis_client: redis.
 
 
 def test_a_timeout_kills_the_whole_process_group(pool: Path, redis_client: redis.Redis,
-                                                 exchange_dir: Path) -> None:
-    pidfile = exchange_dir / "sleep.pid"
+                                                 exchange: Exchange) -> None:
+    pidfile = exchange / "sleep.pid"
     # Long enough for the workflow to start its subprocess before the timeout
     # on a busy machine too (a timeout that came first would leave no pidfile).
     record = _run(redis_client, "spawn_and_hang", timeout=5, pidfile=str(pidfile))
@@ -269,10 +268,10 @@ def test_a_timeout_kills_the_whole_process_group(pool: Path, redis_client: redis
 
 
 def test_zombies_and_escaped_sessions_are_reaped(pool: Path, redis_client: redis.Redis,
-                                                 exchange_dir: Path) -> None:
+                                                 exchange: Exchange) -> None:
     record = _run(redis_client, "leave_zombies", count=5)
     assert record["status"] == "Success"
-    pidfile = exchange_dir / "escaped.pid"
+    pidfile = exchange / "escaped.pid"
     assert _run(redis_client, "escape_session", pidfile=str(pidfile))["result"] == "escaped"
     escaped = int(pidfile.read_text())
     wait_for(lambda: not _alive(escaped), 30, what="the escaped process to be killed")

@@ -12,6 +12,7 @@ import redis
 from src.core import metrics_store
 from src.services.execution import executions, registry
 from src.services.execution.control import publish_recycle
+from tests.support.exchange import Exchange
 from tests.support.pools import running_pool
 from tests.support.waiting import wait_for
 
@@ -70,9 +71,9 @@ def _runs(log: Path) -> list[str]:
 
 
 def test_recycle_loses_nothing_and_runs_nothing_twice(
-    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange_dir: Path
+    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange: Exchange
 ) -> None:
-    log = exchange_dir / "runs.log"
+    log = exchange / "runs.log"
     with running_pool(pool_env, workers=2, log_path=tmp_path / "pool.log"):
         before = wait_for(lambda: _all_idle(redis_client, 2), 60, what="2 idle workers")
         ids = [executions.enqueue_execution(WF, "mark", {"token": f"t{i}", "log": str(log),
@@ -96,9 +97,9 @@ def test_recycle_loses_nothing_and_runs_nothing_twice(
 
 
 def test_a_worker_killed_mid_execution_fails_it_and_is_replaced(
-    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange_dir: Path
+    pool_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path, exchange: Exchange
 ) -> None:
-    started = exchange_dir / "started"
+    started = exchange / "started"
     with running_pool(pool_env, workers=1, log_path=tmp_path / "pool.log"):
         wait_for(lambda: _all_idle(redis_client, 1), 60, what="an idle worker")
         victim = executions.enqueue_execution(

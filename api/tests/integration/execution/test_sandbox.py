@@ -9,6 +9,7 @@ its signals must be out of the child's reach.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -79,19 +80,23 @@ def layout(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Layout]:
         confinement.close()
 
 
-def in_confined_child(layout: Layout, probe: Callable[[], Any], timeout: float = 30) -> dict:
+def in_confined_child(layout: Layout, probe: Callable[[], Any], timeout: float = 30,
+                      prepare: Callable[[], Confinement] | None = None) -> dict:
     """Fork; in the child apply the confinement, run `probe` and report
     {"applied", "apply_us", "value"} or {"error", "errno"} as JSON. `apply_us`
     is the CPU time `apply` took (user and system): what it costs, which a
-    busy machine does not inflate, unlike the time on the wall."""
+    busy machine does not inflate, unlike the time on the wall. `prepare`,
+    run in the child first, builds the confinement there instead (as the
+    execution template does after making its private /dev/shm)."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         report: dict[str, Any]
         try:
             os.close(read_fd)
+            confinement = prepare() if prepare is not None else layout.confinement
             started = time.thread_time()
-            applied = layout.confinement.apply(layout.scratch)
+            applied = confinement.apply(layout.scratch)
             report = {"applied": applied, "apply_us": (time.thread_time() - started) * 1e6}
             try:
                 report["value"] = probe()
@@ -222,15 +227,54 @@ def test_files_can_be_made_only_in_the_scratch_dir(layout: Layout) -> None:
     assert allowed(in_confined_child(layout, lambda: opened(os.devnull, "w", "gone"))) == 4
     assert allowed(in_confined_child(layout, lambda: len(opened("/dev/urandom", size=8)))) == 8
 
-    def use_dev_shm() -> str:
-        path = Path("/dev/shm") / f"bifrost-sandbox-{os.getpid()}"
-        path.write_text("shared")
-        try:
-            return path.read_text()
-        finally:
-            path.unlink()
+    # The machine's /dev/shm is the platform's (its semaphores live there).
+    assert denied(in_confined_child(layout, lambda: (
+        Path("/dev/shm") / f"bifrost-sandbox-{os.getpid()}").write_text("shared")))
 
-    assert allowed(in_confined_child(layout, use_dev_shm)) == "shared"
+
+def test_the_platforms_semaphores_cannot_be_opened(layout: Layout) -> None:
+    """A pool's multiprocessing queues lock with POSIX semaphores in /dev/shm:
+    an execution that could open one could take the lock and stop the pool."""
+    import multiprocessing
+
+    lock = multiprocessing.get_context("forkserver").Lock()
+    name = lock._semlock.name  # type: ignore[attr-defined]  # e.g. /mp-x1y2z3
+    path = Path("/dev/shm") / f"sem.{name.lstrip('/')}"
+    assert path.exists(), f"no semaphore file at {path}"
+    assert denied(in_confined_child(layout, lambda: os.open(path, os.O_RDWR)))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private /dev/shm needs root (CAP_SYS_ADMIN)")
+def test_a_private_dev_shm_is_the_executions_own_and_bounded(layout: Layout) -> None:
+    """What the execution template gives its executions (`private_shm.py`):
+    an empty tmpfs of its own size, where the platform's files are not."""
+    from src.services.execution.private_shm import make_private_shm
+
+    platforms = Path("/dev/shm") / f"bifrost-platform-{os.getpid()}"
+    platforms.write_text("the platform's")
+    scratch_root = layout.confinement.scratch_root
+
+    def prepare() -> Confinement:
+        assert make_private_shm(1)  # 1 MB
+        return Confinement(layout.data, layout.packages, scratch_root=scratch_root, shm=True)
+
+    def use_dev_shm() -> dict[str, Any]:
+        seen = os.listdir("/dev/shm")
+        Path("/dev/shm/mine").write_text("x")
+        try:
+            Path("/dev/shm/big").write_bytes(b"x" * 2 * 1024 * 1024)
+            big: int | str = "written"
+        except OSError as exc:
+            big = exc.errno or 0
+        return {"seen": seen, "mine": Path("/dev/shm/mine").read_text(), "big": big}
+
+    try:
+        report = in_confined_child(layout, use_dev_shm, prepare=prepare)
+        assert report["value"] == {"seen": [], "mine": "x", "big": errno.ENOSPC}, report
+        assert not Path("/dev/shm/mine").exists() and not Path("/dev/shm/big").exists()
+        assert platforms.read_text() == "the platform's"
+    finally:
+        platforms.unlink()
 
 
 def test_the_disks_cannot_be_opened(layout: Layout) -> None:

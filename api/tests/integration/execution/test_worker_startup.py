@@ -19,6 +19,7 @@ from src.core.lock_cache import lock_key
 from src.core.requirements_cache import REQUIREMENTS_KEY
 from src.foundation.hashing import sha256_hex as content_hash
 from src.foundation.locks import DIRECT, Lock, LockedPackage
+from tests.support.exchange import Exchange
 from tests.support.waiting import wait_for
 from tests.support.wheels import build_wheel
 
@@ -116,13 +117,13 @@ def test_worker_imports_the_installed_package_in_a_workflow(
 
 
 def test_sigterm_lets_the_item_in_hand_finish(
-    redis_client: redis.Redis, exchange_dir: Path
+    redis_client: redis.Redis, exchange: Exchange
 ) -> None:
     work, results = SPAWN.Queue(), SPAWN.Queue()
     process = _start_worker(work, results, "w-term")
     assert results.get(timeout=60)["type"] == "installing"
     assert results.get(timeout=60)["type"] == "ready"
-    started, release = exchange_dir / "started", exchange_dir / "release"
+    started, release = exchange / "started", exchange / "release"
     # The item stays in hand until the test releases it: the SIGTERM comes
     # while it runs however fast or slow the machine is.
     work.put({"id": "slow", "module": "tests.support.sample_workflows", "function": "held",

@@ -103,13 +103,17 @@ def test_every_sibling_on_the_way_is_granted_but_the_data_dir(tree: dict[str, Pa
     assert top <= set(granted)
 
 
-def test_only_the_harmless_devices_and_dev_shm(tree: dict[str, Path]) -> None:
-    granted = {grant.path: grant.access for grant in plan_grants(tree["data"], tree["packages"])}
+@pytest.mark.parametrize("shm", [False, True], ids=["machine's /dev/shm", "private /dev/shm"])
+def test_only_the_harmless_devices_and_dev_shm_only_when_private(
+        tree: dict[str, Path], shm: bool) -> None:
+    granted = {grant.path: grant.access
+               for grant in plan_grants(tree["data"], tree["packages"], shm=shm)}
     devices = {path for path in granted if path == DEV or DEV in path.parents}
     safe = {DEV / name for name in sandbox_grants.SAFE_DEVICES}
-    assert devices == {DEV, DEV / "pts", DEV / "shm"} | safe
+    assert devices == {DEV, DEV / "pts"} | safe | ({DEV / "shm"} if shm else set())
     assert granted[DEV] == landlock.ACCESS_FS_READ_DIR  # names only: no disk is readable
-    assert granted[DEV / "shm"] == WRITE
+    if shm:
+        assert granted[DEV / "shm"] == WRITE
     writable = {path for path, access in granted.items() if access & WRITE_BITS}
     assert writable <= devices
 
