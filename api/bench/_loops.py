@@ -137,7 +137,8 @@ def _in_process_runner(template: Any) -> Any:
     """The runner the template runs, built in this process for the profile
     (which wraps its steps): it forks from this larger process, so its fork
     steps are upper bounds of the template's."""
-    from src.services.execution.execution_process import ExecutionRunner, Limits
+    from src.services.execution.execution_process import ExecutionRunner
+    from src.services.execution.limits import Limits
     from src.services.execution.sandbox import build_confinement
 
     setup = template.setup

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_result_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, validation_alias="BIFROST_MAX_RESULT_BYTES"
     )
+    # The uid executions run as where the platform runs as root; 0 keeps root.
+    execution_uid: int = Field(default=65534, ge=0, validation_alias="BIFROST_EXECUTION_UID")
     # Tasks (processes and threads) an execution may run at once: a pids
     # cgroup where one is writable, else RLIMIT_NPROC (not as root); 0: no bound.
     execution_max_pids: int = Field(

@@ -7,7 +7,8 @@ Before user code runs, while it waits for its order, the child:
 - is confined where the kernel allows it (see `sandbox.py`);
 - swaps every inherited descriptor but stdio and its two pipes for
   /dev/null, so user code cannot reach anything its parent holds;
-- takes its bound on tasks (`process_limit.py`) and gets an address-space
+- takes its bound on tasks (`process_limit.py`), drops to the execution
+  uid where the platform runs as root (`execution_uid.py`), and gets an address-space
   limit (`BIFROST_EXECUTION_MEMORY_MB` above what its parent maps).
 Then it reads its order, encodes its outcome to JSON itself and writes the
 bytes to its result pipe.
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 from src.foundation.timing import ms_since
+from src.services.execution.execution_uid import ExecutionUid
 from src.services.execution.executor import describe_exception, execute_item
 from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import READ_CHUNK, die_with_parent, write_all
@@ -54,6 +56,7 @@ class ChildSetup:
     memory_mb: int  # 0: unbounded
     max_result_bytes: int
     tasks: TaskBound = field(default_factory=TaskBound)  # the bound on its tasks
+    uid: ExecutionUid | None = None  # the uid it drops to (None: the platform's)
 
 
 def run_child(order_fd: int, result_fd: int, setup: ChildSetup) -> NoReturn:
@@ -85,6 +88,8 @@ def set_up_child(setup: ChildSetup, keep: tuple[int, ...]) -> None:
     os.environ["TMPDIR"] = os.environ["HOME"] = str(setup.scratch)
     tempfile.tempdir = str(setup.scratch)
     setup.tasks.enter()  # before the sandbox: the cgroup's files are not the execution's
+    if setup.uid is not None:
+        setup.uid.become()
     if setup.confinement is not None:
         setup.confinement.apply(setup.scratch)
     replace_inherited_descriptors(keep)

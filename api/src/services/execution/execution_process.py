@@ -31,6 +31,8 @@ from typing import Any
 
 from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
+from src.services.execution.execution_uid import ExecutionUid
+from src.services.execution.limits import Limits, timeout_of
 from src.services.execution.output_capture import OutputTail
 from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import (
@@ -57,15 +59,6 @@ REAP_SECONDS = 2.0
 # After its outcome (or a kill) an execution's process exits within moments;
 # the runner waits this long at most to reap it and read its peak memory.
 EXIT_WAIT_SECONDS = 0.5
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout: float  # seconds; also the most a caller may ask for
-    max_result_bytes: int
-    memory_mb: int  # 0: unbounded
-    output_bytes: int = 8192  # of stdout, and of stderr, the last this many are kept
-    max_pids: int = 0  # tasks (processes and threads) at once; 0: unbounded
 
 
 @dataclass
@@ -97,13 +90,13 @@ class ExecutionRunner:
         *,
         also_emptied: Sequence[Path] = (),
         tasks: TaskBound | None = None,
+        uid: ExecutionUid | None = None,
     ) -> None:
         """`scratch_root`: a directory of this worker's own, made here, under
         which executions get their scratch dir (working directory, TMPDIR and
-        HOME); `confine(scratch_root)` builds the sandbox executions enter.
-        `also_emptied`: other directories only executions write in (their
-        private /dev/shm), emptied after each as the scratch dir is. `tasks`:
-        the bound each execution's process takes on its tasks."""
+        HOME; given to `uid`, which they drop to); `confine(scratch_root)`
+        builds their sandbox; `also_emptied`: other directories only they write
+        in (a private /dev/shm), emptied after each; `tasks`: their task bound."""
         self.worker_id = worker_id
         self.install = install
         self.limits = limits
@@ -113,11 +106,13 @@ class ExecutionRunner:
         # One scratch dir, emptied between executions: cheaper than a new one each time.
         self._scratch = scratch_root / "run"
         self._scratch.mkdir(mode=0o700, exist_ok=True)
+        if uid is not None:
+            uid.give(scratch_root, self._scratch)
         self.confinement = confine(scratch_root) if confine is not None else None
         self._emptied = (self._scratch, *also_emptied)
         self._child_setup = ChildSetup(worker_id, install, self._scratch, self.confinement,
                                        limits.memory_mb, limits.max_result_bytes,
-                                       tasks or TaskBound())
+                                       tasks or TaskBound(), uid)
         self._spare: _Spare | None = None
         self._last_child: int | None = None
         self._dying: set[int] = set()  # killed, not yet reaped
@@ -154,7 +149,7 @@ class ExecutionRunner:
         spare, self._spare = self._spare, None
         assert spare is not None
         started = time.monotonic()
-        timeout = _timeout_of(order, self.limits.timeout)
+        timeout = timeout_of(order, self.limits.timeout)
         self._last_child, self._exit = spare.pid, None
         output = {spare.stdout_fd: OutputTail(self.limits.output_bytes),
                   spare.stderr_fd: OutputTail(self.limits.output_bytes)}
@@ -338,12 +333,3 @@ def _send_order(fd: int, order: WorkOrder, workspace: dict[str, Any]) -> None:
         pass  # the child died waiting: its exit status will say so
     finally:
         os.close(fd)
-
-
-def _timeout_of(order: WorkOrder, most: float) -> float:
-    asked = order.get("timeout")
-    if isinstance(asked, (int, float)) and not isinstance(asked, bool) and 0 < asked < most:
-        return float(asked)
-    return most
-
-

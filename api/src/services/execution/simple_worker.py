@@ -45,7 +45,7 @@ from src.foundation.hashing import sha256_hex
 from src.foundation.redis_client import get_redis
 from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
-from src.services.execution.execution_process import Limits, _timeout_of
+from src.services.execution.limits import Limits, timeout_of
 from src.services.execution.protocol import WorkerInstalling, WorkerReady
 from src.services.execution.template_handle import (
     Template,
@@ -264,7 +264,7 @@ def _work_loop(
                 return
             cancel.requested = False
             workspace = prefetch_workspace(str(item.get("module", "")))
-            result_queue.put(template.run(item, workspace, _timeout_of(item, limits.timeout),
+            result_queue.put(template.run(item, workspace, timeout_of(item, limits.timeout),
                                           lambda: cancel.requested))
     finally:
         template.close()
@@ -284,7 +284,8 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
     scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
     remove_scratch_of_dead_workers(scratch_root.parent)
     setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
-                           settings.packages_dir, settings.execution_shm)
+                           settings.packages_dir, settings.execution_shm,
+                           settings.execution_uid)
     return Template(worker_id, setup), limits
 
 

@@ -23,7 +23,7 @@ Between the two, a socket pair carries length-prefixed frames:
   tails of what it printed, as JSON.
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
 die with it. Before its first fork it gives its executions a /dev/shm of
-their own (`private_shm.py`) and a bound on their tasks (`process_limit.py`).
+their own (`template_mounts.py`) and a bound on their tasks (`process_limit.py`).
 
 The worker's side is `template_handle.py`; the frames are `frames.py`.
 Run as `python -m src.services.execution.template FD`.
@@ -42,8 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from src.foundation.hardening import harden_process
-from src.services.execution.execution_process import ExecutionRunner, Limits
+from src.services.execution.execution_process import ExecutionRunner
 from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.limits import Limits
+from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import become_subreaper, die_with_parent
 
 logger = logging.getLogger(__name__)
@@ -66,9 +68,6 @@ def main(fd: int) -> None:
         format=f"%(asctime)s %(levelname)s template {setup['worker_id']} %(name)s: %(message)s",
     )
     sys.path[:] = setup["sys_path"]
-    from src.services.execution.private_shm import SHM, make_private_shm
-    from src.services.execution.process_limit import bound_tasks
-    from src.services.execution.sandbox import build_confinement
     from src.services.execution.virtual_import import (
         install_virtual_import_hook,
         read_workspace_from_cache_only,
@@ -76,18 +75,7 @@ def main(fd: int) -> None:
 
     install_virtual_import_hook()
     read_workspace_from_cache_only()
-    data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])
-    limits = Limits(**setup["limits"])
-    # Before the sandbox is built: it grants /dev/shm only when it is the executions' own.
-    shm = setup["shm"] == "private" and make_private_shm(limits.memory_mb)
-    tasks = bound_tasks(limits.max_pids)
-
-    def confine(root: Path) -> Any:
-        return build_confinement(data_dir, packages_dir, scratch_root=root, shm=shm)
-
-    runner = ExecutionRunner(setup["worker_id"], setup["install"], limits,
-                             Path(setup["scratch_root"]), confine,
-                             also_emptied=[SHM] if shm else [], tasks=tasks)
+    runner, tasks = _runner(setup)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the worker ends us, by closing the socket
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -95,6 +83,41 @@ def main(fd: int) -> None:
     finally:
         runner.close()
         tasks.remove()
+
+
+def _runner(setup: dict[str, Any]) -> tuple[ExecutionRunner, TaskBound]:
+    """The runner, once what its executions get from this process is in
+    place: their /dev/shm, their bound on tasks, their uid and the paths it
+    may reach. All of it comes before the sandbox is built, which grants
+    /dev/shm only when it is the executions' own and lists the paths it
+    grants as this mount namespace has them."""
+    from src.services.execution.execution_uid import execution_uid, paths_an_execution_needs
+    from src.services.execution.process_limit import bound_tasks
+    from src.services.execution.sandbox import build_confinement
+    from src.services.execution.template_mounts import SHM, expose_to, mount_private_shm
+
+    data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])
+    limits = Limits(**setup["limits"])
+    scratch_root = Path(setup["scratch_root"])
+    shm = setup["shm"] == "private" and mount_private_shm(limits.memory_mb)
+    tasks = bound_tasks(limits.max_pids)
+    uid = execution_uid(setup["execution_uid"])
+    if uid is not None:
+        scratch_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            expose_to(uid.uid, uid.gid,
+                      paths_an_execution_needs(packages_dir, scratch_root, sys.path))
+        except OSError as exc:
+            logger.error("executions run as root, not as uid %d (BIFROST_EXECUTION_UID): "
+                         "the paths they need cannot be opened to it: %s", uid.uid, exc)
+            uid = None
+
+    def confine(root: Path) -> Any:
+        return build_confinement(data_dir, packages_dir, scratch_root=root, shm=shm)
+
+    runner = ExecutionRunner(setup["worker_id"], setup["install"], limits, scratch_root,
+                             confine, also_emptied=[SHM] if shm else [], tasks=tasks, uid=uid)
+    return runner, tasks
 
 
 def _serve(sock: socket.socket, runner: ExecutionRunner) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from src.foundation.hardening import for_executions
 from src.foundation.timing import ms_since
-from src.services.execution.execution_process import Limits
 from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.limits import Limits
 from src.services.execution.protocol import WorkOrder, WorkResult
 from src.services.execution.results import failure
 from src.services.installer.outcome import InstallOutcome
@@ -138,13 +138,14 @@ class Template:
 
 def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limits,
                    scratch_root: Path, data_dir: Path, packages_dir: Path,
-                   shm: str = "private") -> dict[str, Any]:
-    """What `template.py` starts from. `shm`: BIFROST_EXECUTION_SHM."""
+                   shm: str = "private", execution_uid: int = 0) -> dict[str, Any]:
+    """What `template.py` starts from. `shm`: BIFROST_EXECUTION_SHM;
+    `execution_uid`: BIFROST_EXECUTION_UID."""
     return {"worker_id": worker_id, "install": install, "sys_path": sys.path,
             "limits": {"timeout": limits.timeout, "max_result_bytes": limits.max_result_bytes,
                        "memory_mb": limits.memory_mb, "output_bytes": limits.output_bytes,
                        "max_pids": limits.max_pids},
-            "shm": shm,
+            "shm": shm, "execution_uid": execution_uid,
             "scratch_root": str(scratch_root), "data_dir": str(data_dir),
             "packages_dir": str(packages_dir)}
 

@@ -246,16 +246,16 @@ def test_the_platforms_semaphores_cannot_be_opened(layout: Layout) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private /dev/shm needs root (CAP_SYS_ADMIN)")
 def test_a_private_dev_shm_is_the_executions_own_and_bounded(layout: Layout) -> None:
-    """What the execution template gives its executions (`private_shm.py`):
+    """What the execution template gives its executions (`template_mounts.py`):
     an empty tmpfs of its own size, where the platform's files are not."""
-    from src.services.execution.private_shm import make_private_shm
+    from src.services.execution.template_mounts import mount_private_shm
 
     platforms = Path("/dev/shm") / f"bifrost-platform-{os.getpid()}"
     platforms.write_text("the platform's")
     scratch_root = layout.confinement.scratch_root
 
     def prepare() -> Confinement:
-        assert make_private_shm(1)  # 1 MB
+        assert mount_private_shm(1)  # 1 MB
         return Confinement(layout.data, layout.packages, scratch_root=scratch_root, shm=True)
 
     def use_dev_shm() -> dict[str, Any]:
