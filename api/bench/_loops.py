@@ -137,9 +137,9 @@ def _in_process_runner(template: Any) -> Any:
     """The runner the template runs, built in this process for the profile
     (which wraps its steps): it forks from this larger process, so its fork
     steps are upper bounds of the template's."""
+    from src.confinement.sandbox import build_confinement
     from src.services.execution.execution_process import ExecutionRunner
     from src.services.execution.limits import Limits
-    from src.services.execution.sandbox import build_confinement
 
     setup = template.setup
     data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])

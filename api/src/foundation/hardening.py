@@ -6,7 +6,7 @@ environment they started with. `harden_process()` clears their "dumpable"
 flag: the kernel then answers /proc/<pid>/environ, mem, maps, fd and the like,
 and ptrace, only to a process holding CAP_SYS_PTRACE, never to a same-uid
 process without it (an execution's process drops every capability, see
-`src/services/execution/sandbox.py`). The flag survives fork and is reset by
+`src/confinement/sandbox.py`). The flag survives fork and is reset by
 exec, so every platform process sets it itself, first thing.
 
 The data dir holds the admin token, the SQLite store and the private Redis's

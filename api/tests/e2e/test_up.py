@@ -346,8 +346,8 @@ def test_up_restarts_a_worker_pool_that_dies_while_the_api_keeps_serving(
 def test_up_keeps_the_operators_token_out_of_its_children_and_off_disk(
     redis_client: object, redis_url: str, tmp_path: Path
 ) -> None:
+    from src.confinement.sandbox import drop_capabilities
     from src.foundation.hardening import prctl
-    from src.services.execution.sandbox import drop_capabilities
 
     secret = "operator-token-" + os.urandom(8).hex()
     data_dir = tmp_path / "data"

@@ -91,9 +91,9 @@ def _runner(setup: dict[str, Any]) -> tuple[ExecutionRunner, TaskBound]:
     may reach. All of it comes before the sandbox is built, which grants
     /dev/shm only when it is the executions' own and lists the paths it
     grants as this mount namespace has them."""
+    from src.confinement.sandbox import build_confinement
     from src.services.execution.execution_uid import execution_uid, paths_an_execution_needs
     from src.services.execution.process_limit import bound_tasks
-    from src.services.execution.sandbox import build_confinement
     from src.services.execution.template_mounts import SHM, expose_to, mount_private_shm
 
     data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from src.confinement.landlock import landlock_abi
 from src.core import module_cache
 from src.foundation.local_redis import LocalRedis
 from src.services.execution import executions, registry
-from src.services.execution.landlock import landlock_abi
 from tests.support.pools import running_pool
 from tests.support.waiting import wait_for
 

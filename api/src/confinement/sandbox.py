@@ -65,8 +65,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.foundation.hardening import prctl
-from src.services.execution.landlock import (
+from src.confinement.landlock import (
     _FILE_RIGHTS,
     _PR_SET_NO_NEW_PRIVS,
     _SYS_LANDLOCK_CREATE_RULESET,
@@ -89,7 +88,7 @@ from src.services.execution.landlock import (
     unavailable,
     warn_once,
 )
-from src.services.execution.sandbox_grants import (
+from src.confinement.sandbox_grants import (
     SAFE_DEVICES,
     Grant,
     device_grants,
@@ -98,6 +97,7 @@ from src.services.execution.sandbox_grants import (
     is_beneath,
     plan_grants,
 )
+from src.foundation.hardening import prctl
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from src.services.execution.landlock import ACCESS_FS_READ_DIR, DEVICE, READ, WRITE
+from src.confinement.landlock import ACCESS_FS_READ_DIR, DEVICE, READ, WRITE
 
 DEV = Path("/dev")
 # The devices an execution may open. /dev/shm is writable like a scratch dir

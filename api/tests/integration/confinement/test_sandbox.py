@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
+from src.confinement.landlock import drop_capabilities, landlock_abi
+from src.confinement.sandbox import Confinement
 from src.foundation.hardening import prctl
-from src.services.execution.landlock import drop_capabilities, landlock_abi
-from src.services.execution.sandbox import Confinement
 
 ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from src.services.execution import landlock, sandbox, sandbox_grants
-from src.services.execution.landlock import (
+from src.confinement import landlock, sandbox, sandbox_grants
+from src.confinement.landlock import (
     READ,
     WRITE,
     handled_fs_rights,
     handled_scopes,
     landlock_abi,
 )
-from src.services.execution.sandbox import Confinement
-from src.services.execution.sandbox_grants import DEV, Grant, plan_grants
+from src.confinement.sandbox import Confinement
+from src.confinement.sandbox_grants import DEV, Grant, plan_grants
 
 ABI = landlock_abi()
 needs_landlock = pytest.mark.skipif(ABI == 0, reason="this kernel has no Landlock")
