@@ -126,8 +126,14 @@ class Confinement:
     """
 
     def __init__(self, data_dir: Path, packages_dir: Path, hidden: Sequence[Path] = (),
-                 scratch_root: Path | None = None, *, shm: bool = False) -> None:
-        """`shm`: /dev/shm is the executions' own, so they may write there."""
+                 scratch_root: Path | None = None, *, shm: bool = False,
+                 writable: Sequence[Path] = ()) -> None:
+        """`shm`: /dev/shm is the executions' own, so they may write there.
+        `writable` (one layer only, without `scratch_root`): directories
+        writable besides the scratch dir `apply` is given (an installer's
+        target and caches)."""
+        if writable and scratch_root is not None:
+            raise ValueError("writable directories are for a confinement of one layer")
         self.shm = shm
         self.data_dir = Path(os.path.realpath(data_dir))
         self.packages_dir = Path(os.path.realpath(packages_dir))
@@ -149,8 +155,9 @@ class Confinement:
             warn_once("Landlock is not available in this kernel (or a seccomp policy hides "
                        "it): executions run without filesystem confinement")
         elif self.scratch_root is None:
-            held = self._open_rules(plan_grants(self.data_dir, self.packages_dir, self.hidden,
-                                                shm=shm))
+            held = self._open_rules([
+                *plan_grants(self.data_dir, self.packages_dir, self.hidden, shm=shm),
+                *(Grant(Path(os.path.realpath(path)), WRITE) for path in writable)])
         else:
             self._static_ruleset = self._build_static_layer()
             writing = everything & ~READ

@@ -58,18 +58,43 @@ def build_wheel(
 # An in-tree PEP 517 backend: no build requirements, so uv and pip can build
 # the sdist offline. BEHAVIOUR is "ok", "fail" (like a package needing a C
 # compiler the image lacks), "wait:<path>" (blocks while <path> exists), or
-# "environ:<path>" (appends its environment, as JSON, to <path>).
+# "probe:<url> <path>..." (tries to read each <path> and to write a file beside
+# the first, then POSTs what it found, its environment, uid and effective
+# capabilities, as a JSON line, to <url>: a test's exchange, see exchange.py).
 _BACKEND = '''
 import base64, hashlib, os, sys, time, zipfile
 
 NAME, VERSION, BEHAVIOUR = {name!r}, {version!r}, {behaviour!r}
 
 
+def _probe():
+    import json, urllib.request
+    url, *paths = BEHAVIOUR[6:].split(" ")
+    tried = {{}}
+    for path in paths:
+        try:
+            with open(path) as secret:
+                secret.read()
+            tried[path] = "read"
+        except OSError as exc:
+            tried[path] = type(exc).__name__
+    planted = os.path.join(os.path.dirname(paths[0]), "planted-by-a-build")
+    try:
+        with open(planted, "w") as plant:
+            plant.write("x")
+        tried["write"] = "written"
+    except OSError as exc:
+        tried["write"] = type(exc).__name__
+    with open("/proc/self/status") as status:
+        caps = [line.split()[1] for line in status if line.startswith("CapEff")][0]
+    report = {{"environ": dict(os.environ), "uid": os.getuid(), "tried": tried, "caps": caps}}
+    body = (json.dumps(report) + "\\n").encode()
+    urllib.request.urlopen(urllib.request.Request(url, data=body, method="POST"), timeout=30)
+
+
 def _behave():
-    if BEHAVIOUR.startswith("environ:"):
-        import json
-        with open(BEHAVIOUR[8:], "a") as marker:
-            marker.write(json.dumps(dict(os.environ)) + "\\n")
+    if BEHAVIOUR.startswith("probe:"):
+        _probe()
     if BEHAVIOUR == "fail":
         sys.stderr.write("error: command 'gcc' failed: No such file or directory\\n")
         raise RuntimeError("building " + NAME + " needs a C compiler")
@@ -85,7 +110,7 @@ def get_requires_for_build_wheel(config_settings=None):
 
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
-    if BEHAVIOUR.startswith("environ:"):
+    if BEHAVIOUR.startswith("probe:"):
         _behave()
     dist_info = os.path.join(metadata_directory, f"{{NAME}}-{{VERSION}}.dist-info")
     os.makedirs(dist_info)

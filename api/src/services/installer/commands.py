@@ -25,9 +25,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from src.foundation.hardening import for_executions
+from src.services.installer.reach import installer_reach
 
 Installer = Literal["uv", "pip"]
 
@@ -43,10 +44,12 @@ _UV_VARIABLES = {
 
 @dataclass(frozen=True)
 class InstallerCall:
-    """One installer run: its argv, and the whole environment it runs with."""
+    """One installer run: its argv, the whole environment it runs with, and
+    what it may touch (`reach.installer_reach`; None: unconfined)."""
 
     argv: list[str]
     env: dict[str, str]
+    confine: dict[str, Any] | None = None
 
 
 def choose_installer(setting: str) -> Installer:
@@ -90,8 +93,8 @@ def install_command(
         ]
         if local_only:
             argv.append("--no-index")
-            return InstallerCall(argv, _without(environ, "PIP_FIND_LINKS"))
-        return InstallerCall(argv, dict(environ))
+            return _confined(argv, _without(environ, "PIP_FIND_LINKS"), target)
+        return _confined(argv, dict(environ), target)
     no_index = local_only or _is_true(environ.get("PIP_NO_INDEX", ""))
     argv = [
         sys.executable, "-m", "uv", "pip", "install", *what, "--target", str(target),
@@ -102,8 +105,12 @@ def install_command(
         # uv reads find-links from its environment only: ours alone, no operator's.
         env = _without(environ, "UV_FIND_LINKS")
         env["UV_FIND_LINKS"] = ",".join(str(path) for path in find_links)
-        return InstallerCall(argv, env)
-    return InstallerCall(argv, uv_environment(environ, find_links))
+        return _confined(argv, env, target)
+    return _confined(argv, uv_environment(environ, find_links), target)
+
+
+def _confined(argv: list[str], env: dict[str, str], target: Path) -> InstallerCall:
+    return InstallerCall(argv, env, installer_reach(env, target))
 
 
 def _without(environ: Mapping[str, str], name: str) -> dict[str, str]:

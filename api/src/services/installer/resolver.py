@@ -45,6 +45,7 @@ from src.foundation.settings import get_settings
 from src.services.installer import commands
 from src.services.installer.environments import Environments
 from src.services.installer.platform import constraints_file
+from src.services.installer.reach import installer_reach
 from src.services.installer.resolver_errors import (
     IndexUnreachable,
     ResolveError,
@@ -190,7 +191,8 @@ def _compile(work: Path, lines: Sequence[str], options: Sequence[str],
         *(["--no-index"] if no_index else []), *options,
     ]
     try:
-        done = run_installer(argv, timeout, env=env)
+        done = run_installer(argv, timeout, env=env,
+                             confine=installer_reach(env, work))
     except subprocess.TimeoutExpired:
         done = None
     except OSError as exc:

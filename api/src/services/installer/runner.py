@@ -21,14 +21,17 @@ stopped: the same call the worker's own tests replace with a fake.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from src.foundation.timing import ms_since
 from src.services.installer.commands import InstallerCall
@@ -72,10 +75,15 @@ class StopPoll:
             return False
 
 
-def supervised(argv: list[str], seconds: float) -> list[str]:
-    """argv running `argv` under the supervisor, with `seconds` to finish.
-    `-I -S`: the supervisor needs nothing but the standard library."""
-    return [sys.executable, "-I", "-S", str(SUPERVISOR), f"{seconds:.3f}", "--", *argv]
+def supervised(argv: list[str], seconds: float,
+               confine: Mapping[str, Any] | None = None) -> list[str]:
+    """argv running `argv` under the supervisor, with `seconds` to finish,
+    confined as `confine` says (`reach.installer_reach`). `-I -S`: the
+    supervisor needs nothing but the standard library (and, to confine,
+    `src.confinement`)."""
+    confining = ["--confine", json.dumps(confine)] if confine is not None else []
+    return [sys.executable, "-I", "-S", str(SUPERVISOR), f"{seconds:.3f}", *confining,
+            "--", *argv]
 
 
 def run_installer(
@@ -83,9 +91,11 @@ def run_installer(
     timeout: float,
     should_stop: StopCheck | None = None,
     env: Mapping[str, str] | None = None,
+    confine: Mapping[str, Any] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` to completion, in environment `env` (None: this process's);
-    its stdout and stderr are captured as text.
+    """Run `argv` to completion, in environment `env` (None: this process's),
+    confined as `confine` (`reach.installer_reach`) says, with a temp dir of
+    its own; its stdout and stderr are captured as text.
 
     Raises InstallStopped when `should_stop` returned True (checked once
     before the start, then while it runs), subprocess.TimeoutExpired or
@@ -94,10 +104,22 @@ def run_installer(
     stop_requested = StopPoll(should_stop)
     if stop_requested():
         raise InstallStopped("stopped before the installer started")
+    if confine is None:
+        return _run_supervised(argv, timeout, should_stop, stop_requested, env, None)
+    with tempfile.TemporaryDirectory(prefix="bifrost-installer-") as scratch:
+        env = {**(os.environ if env is None else env), "TMPDIR": scratch}
+        return _run_supervised(argv, timeout, should_stop, stop_requested, env,
+                               {**confine, "scratch": scratch})
+
+
+def _run_supervised(
+    argv: list[str], timeout: float, should_stop: StopCheck | None, stop_requested: StopPoll,
+    env: Mapping[str, str] | None, confine: Mapping[str, Any] | None,
+) -> subprocess.CompletedProcess[str]:
     stop_read, stop_write = os.pipe()
     try:
         # The supervisor ends the install a little before the backstop does.
-        command = supervised(argv, max(timeout - min(1.0, timeout / 10), 0.001))
+        command = supervised(argv, max(timeout - min(1.0, timeout / 10), 0.001), confine)
 
         def launch() -> subprocess.CompletedProcess[str]:
             return subprocess.run(
@@ -160,7 +182,8 @@ def run_before(
     if remaining <= 0:
         return False, "install timed out (BIFROST_INSTALL_TIMEOUT)", 0
     try:
-        done = run_installer(call.argv, remaining, should_stop, env=call.env)
+        done = run_installer(call.argv, remaining, should_stop, env=call.env,
+                             confine=call.confine)
     except subprocess.TimeoutExpired:
         return False, f"install timed out after {remaining:.0f} s", round(remaining * 1000, 3)
     except OSError as exc:

@@ -1,7 +1,7 @@
 """The installer's supervisor: runs the installer in a process group of its own
 and kills that whole group when the install must end early.
 
-    python -I -S supervisor.py SECONDS -- INSTALLER_ARGV...
+    python -I -S supervisor.py SECONDS [--confine SPEC] -- INSTALLER_ARGV...
 
 The install engine starts it (see `runner.py`) in a new session, with stdin
 the read end of a pipe the engine holds open:
@@ -11,6 +11,14 @@ the read end of a pipe the engine holds open:
   group: uv or pip, and every build backend they started;
 - SECONDS after the start the same happens: the install timed out;
 - otherwise it exits with the installer's own status.
+
+With `--confine SPEC` (JSON: `data_dir`, `packages_dir`, `writable`,
+`scratch`) it confines itself before it starts the installer, which inherits
+it: package code a build runs (an sdist's setup.py) cannot read the data dir
+(the admin token, the store, Redis's files) and writes only in the
+installer's target, its caches and the temp dir, with no capability (see
+`src/confinement/sandbox.py`). Only then does it import more than the
+cheapest modules.
 
 The installer's stdout and stderr are the supervisor's (the engine captures
 them). This file runs as a script, outside the `src` package, on every
@@ -87,9 +95,27 @@ def _kill_group(pid: int) -> None:
     os.waitpid(pid, 0)
 
 
+def _confine(spec: str) -> None:
+    """Confine this process (and so the installer it starts) as `spec` says."""
+    import json
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the api dir, for `src`
+    from src.confinement.sandbox import Confinement
+
+    given = json.loads(spec)
+    confinement = Confinement(Path(given["data_dir"]), Path(given["packages_dir"]),
+                              writable=[Path(path) for path in given["writable"]])
+    confinement.apply(Path(given["scratch"]))
+    confinement.close()
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) >= 6 and argv[2] == "--confine":
+        _confine(argv[3])
+        argv = [argv[0], argv[1], *argv[4:]]
     if len(argv) < 4 or argv[2] != "--":
-        sys.stderr.write("usage: supervisor.py SECONDS -- INSTALLER_ARGV...\n")
+        sys.stderr.write("usage: supervisor.py SECONDS [--confine SPEC] -- INSTALLER_ARGV...\n")
         return USAGE
     seconds = float(argv[1])
     pid = _spawn(argv[3:])

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from src.confinement.landlock import landlock_abi
 from src.foundation.locks import DIRECT, Lock
 from src.services.installer.resolver import (
     IndexUnreachable,
@@ -20,6 +21,7 @@ from src.services.installer.resolver import (
     outdated,
     resolve,
 )
+from tests.support.exchange import Exchange
 from tests.support.wheels import build_wheel
 
 
@@ -289,31 +291,44 @@ SECRETS = {
 }
 
 
-def test_package_build_code_never_sees_the_control_planes_variables(
-    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_package_build_code_is_confined_and_never_sees_the_control_planes_variables(
+    wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    isolated_settings: Path, exchange: Exchange,
 ) -> None:
     """An sdist's build code runs when uv reads its metadata (resolving on
     write, in the API) and when it builds the wheel (installing, in a worker):
-    neither time with Redis's URL, the store's, a token or the webhook."""
+    neither time with Redis's URL, the store's, a token or the webhook, with
+    a capability, or with a way into the data dir."""
     import json
 
     from src.services.installer import commands
     from src.services.installer.runner import run_installer
     from tests.support.wheels import build_sdist
 
-    marker = tmp_path / "build-environments.jsonl"
+    isolated_settings.mkdir(parents=True, exist_ok=True)
+    token, store = isolated_settings / "admin-token", isolated_settings / "bifrost.db"
+    token.write_text("the admin token")
+    store.write_bytes(b"SQLite format 3\x00")
+    reports = exchange / "builds.jsonl"
     name = f"envprobe{os.getpid()}"
-    build_sdist(wheelhouse, name, "1.0.0", behaviour=f"environ:{marker}")
+    build_sdist(wheelhouse, name, "1.0.0", behaviour=f"probe:{reports} {token} {store}")
     for variable, value in SECRETS.items():
         monkeypatch.setenv(variable, value)
     lock = resolve(f"{name}==1.0.0\n", "h")  # metadata: the backend runs
     assert [package.name for package in lock.packages] == [name]
     call = commands.install_command("uv", tmp_path / "target", requirement=f"{name}==1.0.0")
-    done = run_installer(call.argv, 120, env=call.env)  # the wheel: it runs again
+    done = run_installer(call.argv, 120, env=call.env, confine=call.confine)  # the wheel: again
     assert done.returncode == 0, done.stderr
-    seen = [json.loads(line) for line in marker.read_text().splitlines()]
-    assert seen, "the build code never ran"
-    for environment in seen:
+    seen = [json.loads(line) for line in reports.read_text().splitlines()]
+    assert len(seen) >= 2, f"the build code ran {len(seen)} time(s), not at resolve and install"
+    for report in seen:
+        environment = report["environ"]
         assert not set(SECRETS) & set(environment), sorted(set(SECRETS) & set(environment))
         text = json.dumps(environment)
         assert not [v for v in SECRETS.values() if v in text]
+        assert int(report["caps"], 16) == 0, report["caps"]
+        if landlock_abi() > 0:
+            assert report["tried"] == {str(token): "PermissionError",
+                                       str(store): "PermissionError",
+                                       "write": "PermissionError"}, report["tried"]
+    assert not (isolated_settings / "planted-by-a-build").exists()
