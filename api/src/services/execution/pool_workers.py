@@ -35,6 +35,7 @@ from src.services.execution.protocol import WorkOrder
 from src.services.execution.registry import WorkerState
 from src.services.execution.results import decode_outcome
 from src.services.execution.simple_worker import worker_main
+from src.services.execution.store_truth import read_store_truth
 from src.services.execution.worker_handle import InFlight, Worker, install_summary
 from src.services.execution.worker_memory import peak_mb
 from src.services.installer.environments import Environments
@@ -106,7 +107,8 @@ class WorkerSupervisor:
         inbox: Queue[Any] = self.context.Queue()
         process = self.context.Process(
             target=worker_main,
-            args=(inbox, self.results, worker_id, self._store_url_for_worker(), os.getpid()),
+            args=(inbox, self.results, worker_id, self._store_url_for_worker(), os.getpid(),
+                  read_store_truth()),
             name=f"bifrost-{worker_id}",
             daemon=True,
         )

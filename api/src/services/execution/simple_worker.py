@@ -39,7 +39,8 @@ from typing import Any, Protocol
 # cache and the install engine call through.
 import redis
 
-from src.core.requirements_cache import cached_hash, get_requirements_sync
+from src.core import metrics_store
+from src.core.requirements_cache import CachedRequirements, cached_hash, get_requirements_sync
 from src.foundation.hardening import drop_secrets_from_environment
 from src.foundation.hashing import sha256_hex
 from src.foundation.redis_client import get_redis
@@ -47,6 +48,7 @@ from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
 from src.services.execution.limits import Limits, timeout_of
 from src.services.execution.protocol import WorkerInstalling, WorkerReady
+from src.services.execution.store_truth import StoreTruth
 from src.services.execution.template_handle import (
     Template,
     remove_scratch_of_dead_workers,
@@ -97,7 +99,7 @@ def _install_requirements_from_cache_sync(worker_id: str) -> InstallOutcome:
     """
     started = time.monotonic()
     try:
-        cached = get_requirements_sync(worker_id)
+        cached = _as_the_store_holds(worker_id, get_requirements_sync(worker_id))
         if cached is None:
             logger.info("[%s] No cached requirements.txt found", worker_id)
             # Nothing anywhere is an empty requirements.txt: the worker is current.
@@ -117,8 +119,11 @@ def _install(worker_id: str, content: str, requirements_hash: str,
     """Have the install engine make this hash's environment, then put it on `sys.path`."""
     logger.info("[%s] Installing packages from cached requirements.txt", worker_id)
     try:
+        store_lock = (_STORE_TRUTH["lock"] if _STORE_TRUTH is not None
+                      and _STORE_TRUTH["hash"] == requirements_hash else None)
         outcome, environment = ensure_environment(
-            content, requirements_hash, worker_id, should_stop=_Superseded(requirements_hash))
+            content, requirements_hash, worker_id, should_stop=_Superseded(requirements_hash),
+            store_lock=store_lock)
     except InstallStopped as stopped:
         logger.warning("[%s] Install stopped: %s", worker_id, stopped)
         failed = FailedPackage(package=WHOLE_INSTALL, error=f"install stopped: {stopped}")
@@ -290,16 +295,18 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
 
 
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
-                store_url: str | None = None, pool_pid: int | None = None) -> None:
+                store_url: str | None = None, pool_pid: int | None = None,
+                store_truth: StoreTruth | None = None) -> None:
     """What a pool starts in each worker process: `run_worker_process`, in a
     process whose /proc entries other processes cannot read. The store's URL
     arrives as an argument, not in the environment, so it is never in the
-    environment block the execution processes inherit."""
+    environment block the execution processes inherit; so does what the
+    store holds (`store_truth.py`), which what Redis holds must match."""
     from src.foundation.hardening import harden_process
     from src.services.execution.virtual_import import read_workspace_from_cache_only
 
-    global _POOL_PID
-    _POOL_PID = pool_pid
+    global _POOL_PID, _STORE_TRUTH
+    _POOL_PID, _STORE_TRUTH = pool_pid, store_truth
     harden_process()
     if store_url:
         os.environ["DATABASE_URL"] = store_url
@@ -310,3 +317,17 @@ def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
 
 # The pool this worker answers to; None when run without one.
 _POOL_PID: int | None = None
+# What the store held when the pool started this worker; None: not known.
+_STORE_TRUTH: StoreTruth | None = None
+
+
+def _as_the_store_holds(worker_id: str, cached: CachedRequirements | None
+                        ) -> CachedRequirements | None:
+    """`cached` (from Redis) when it is what the store holds, else the store's."""
+    truth = _STORE_TRUTH
+    if truth is None or cached is None or cached["hash"] == truth["hash"]:
+        return cached
+    logger.warning("[%s] Refused the requirements Redis holds (%s): the store's are %s, "
+                   "installing those", worker_id, cached["hash"][:12], truth["hash"][:12])
+    metrics_store.cache_refusal("requirements")
+    return CachedRequirements(content=truth["content"], hash=truth["hash"])

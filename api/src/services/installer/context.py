@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.core import metrics_store
 from src.core.lock_cache import read_lock
 from src.foundation.locks import InvalidLock, Lock
 from src.foundation.requirements import requirement_lines
@@ -69,6 +70,8 @@ class BuildContext:
     lock_digest: str | None = None
     # Why there is no lock to install from: set when the lock cannot be read.
     lock_problem: str | None = None
+    # The store's lock for the hash, as the pool read it: what Redis's must be.
+    store_lock: str | None = None
     _lock_reader: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -79,6 +82,7 @@ class BuildContext:
         worker_id: str,
         settings: Settings,
         should_stop: StopCheck | None = None,
+        store_lock: str | None = None,
     ) -> BuildContext:
         return cls(
             content=content,
@@ -88,6 +92,7 @@ class BuildContext:
             envs=Environments(settings.packages_dir),
             log=WorkerLog(worker_id),
             should_stop=should_stop,
+            store_lock=store_lock,
         )
 
     def load_lock(self) -> None:
@@ -103,8 +108,28 @@ class BuildContext:
         except Exception as exc:  # read_lock logs its own failures; this is the unforeseen
             self.lock_problem = f"{type(exc).__name__}: {exc}"
             return
+        lock = self._as_the_store_holds(lock)
         self.lock = lock
         self.lock_digest = None if lock is None else lock.digest()
+
+    def _as_the_store_holds(self, lock: Lock | None) -> Lock | None:
+        """`lock` (from Redis) when it is the store's lock for the hash, else
+        the store's (when the pool passed it): a lock Redis was made to hold
+        never reaches the installer."""
+        if self.store_lock is None:
+            return lock
+        try:
+            stored = Lock.parse(self.store_lock)
+        except InvalidLock as exc:
+            self.log.warning("the store's lock of %s cannot be read: %s",
+                             self.requirements_hash[:12], exc)
+            return lock
+        if lock is not None and lock.digest() == stored.digest():
+            return lock
+        self.log.warning("Refused the lock Redis holds for %s: it is not the store's; "
+                         "installing the store's", self.requirements_hash[:12])
+        metrics_store.cache_refusal("lock")
+        return stored
 
     def start_reading_lock(self) -> None:
         """`load_lock` on a thread of its own: a warm start waits on Redis while

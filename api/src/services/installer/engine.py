@@ -66,16 +66,19 @@ def ensure_environment(
     settings: Settings | None = None,
     *,
     should_stop: StopCheck | None = None,
+    store_lock: str | None = None,
 ) -> tuple[InstallOutcome, Path | None]:
     """Make sure the environment for `requirements_hash` exists on this host;
     returns the outcome and the environment's path (None when none could be made).
 
     `should_stop`, when given, is asked about every 0.2 s while the installer
     runs and while another process holds this hash's lock; once it returns
-    True the install is abandoned and InstallStopped raised.
+    True the install is abandoned and InstallStopped raised. `store_lock`:
+    the store's lock for the hash (the pool read it), which the lock Redis
+    holds must be.
     """
     ctx = BuildContext.create(content, requirements_hash, worker_id,
-                              settings or get_settings(), should_stop)
+                              settings or get_settings(), should_stop, store_lock)
     ctx.start_reading_lock()
     try:
         ready = _usable(ctx, ctx.envs.latest(requirements_hash))
