@@ -25,8 +25,6 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.queues import Queue
 from typing import Any
 
-import redis
-
 from src.core import alerts
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings
@@ -120,15 +118,11 @@ class WorkerSupervisor:
         return worker
 
     def _store_url_for_worker(self) -> str | None:
-        """A worker reads the store only when Redis cannot answer at its start;
-        only then does it get the store's URL (it may hold a password)."""
-        if self.settings.database_url is None:
-            return None  # the SQLite file in the data dir: no secret in its path
-        try:
-            get_redis(self.settings.redis_url).ping()
-            return None
-        except redis.RedisError:
-            return self.settings.database_url
+        """A worker reads the store while it starts (Redis down, a lock Redis
+        lost) and publishes the wheels it built to the fleet cache (the
+        `store` backend), so it gets the store's URL: as an argument, never in
+        an environment, and the worker drops it once started."""
+        return self.settings.database_url  # None: the SQLite file in the data dir
 
     def replace_all(self) -> None:
         """Retire every worker and start its replacement; items in hand finish first."""
