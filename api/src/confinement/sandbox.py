@@ -9,7 +9,7 @@ What it guarantees, once `Confinement.apply()` returned True in a process
   else is readable and executable, as the platform's uid allows;
 - files can be created, written, truncated and removed only beneath the
   execution's scratch dir, and in /dev/shm when the worker's `Confinement`
-  says it is the executions' own (`template_mounts.py`); of the other devices only null,
+  says it is the executions' own (`src/confinement/mounts.py`); of the other devices only null,
   zero, full, random, urandom, tty, ptmx and the pseudo-terminals can be
   opened (so not the machine's disks);
 - the /proc files of processes outside the execution (environ, mem, maps, fd,

@@ -1,6 +1,6 @@
 """What an execution may reach, as Landlock grants: everything but the data
 dir (and other hidden dirs), the packages dir read-only, the safe devices and,
-when it is the executions' own (`template_mounts.py`), /dev/shm (see `sandbox.py`
+when it is the executions' own (`src/confinement/mounts.py`), /dev/shm (see `sandbox.py`
 for what this guarantees)."""
 
 from __future__ import annotations

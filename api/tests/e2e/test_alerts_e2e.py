@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from src.core import alert_outbox
+from tests.support.exchange import Exchange, ExchangePath
 from tests.support.stack import Stack
 from tests.support.webhook_receiver import webhook_receiver
 from tests.support.wheels import build_wheel
@@ -28,7 +29,8 @@ PACKAGE, VERSION = "needs-gcc", "1.0"
 PIN = f"{PACKAGE}=={VERSION}"
 
 # An in-tree PEP 517 backend that fails like a package needing a C compiler
-# the host lacks, until FIXED exists ("gcc got installed"); then it hands out
+# the host lacks, until the exchange file FIXED exists ("gcc got installed";
+# a build is confined and sees none of the test's files); then it hands out
 # the wheel it carries. The sdist's bytes never change, so neither do the
 # lock's hash of it nor the requirements hash.
 _BACKEND = '''
@@ -45,8 +47,16 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
         f.write("Metadata-Version: 2.1\\nName: " + NAME + "\\nVersion: " + VERSION + "\\n")
     return os.path.basename(dist_info)
 
+def _fixed():
+    import urllib.error, urllib.request
+    try:
+        urllib.request.urlopen(urllib.request.Request(FIXED, method="HEAD"), timeout=30)
+    except urllib.error.HTTPError:
+        return False
+    return True
+
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
-    if not os.path.exists(FIXED):
+    if not _fixed():
         raise RuntimeError("error: command 'gcc' failed: building " + NAME + " needs a C compiler")
     name = NAME + "-" + VERSION + "-py3-none-any.whl"
     with open(os.path.join(wheel_directory, name), "wb") as f:
@@ -55,7 +65,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-def build_sdist_until_fixed(wheelhouse: Path, scratch: Path, fixed: Path) -> None:
+def build_sdist_until_fixed(wheelhouse: Path, scratch: Path, fixed: ExchangePath) -> None:
     wheel = build_wheel(scratch, PACKAGE, VERSION).read_bytes()
     name = PACKAGE.replace("-", "_")
     root = f"{name}-{VERSION}"
@@ -81,9 +91,10 @@ def alerts(stack: Stack, **params: str) -> list[dict[str, Any]]:
 
 
 def test_one_alert_per_failed_package_per_hash_whatever_the_storm(
-    make_stack: Callable[..., Stack], tmp_path: Path, redis_client: redis.Redis
+    make_stack: Callable[..., Stack], tmp_path: Path, redis_client: redis.Redis,
+    exchange: Exchange,
 ) -> None:
-    fixed = tmp_path / "gcc-installed"
+    fixed = exchange / "gcc-installed"
     with webhook_receiver(fail_first=1) as receiver:
         stack = make_stack(
             pools=2, workers_per_pool=2, extra_env={"BIFROST_ALERT_WEBHOOK": receiver.url},

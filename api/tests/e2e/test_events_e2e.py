@@ -18,6 +18,7 @@ import redis
 
 from src.api.routers.events import BLOCK_MS
 from src.core import events
+from tests.support.exchange import Exchange
 from tests.support.sse import EventReader
 from tests.support.stack import Stack
 from tests.support.wheels import build_sdist, build_wheel
@@ -31,12 +32,12 @@ def _two_hosts(make_stack: Callable[..., Stack], tmp_path: Path) -> Stack:
 
 
 def test_an_install_streams_its_change_workers_and_progress(
-    make_stack: Callable[..., Stack], tmp_path: Path
+    make_stack: Callable[..., Stack], tmp_path: Path, exchange: Exchange
 ) -> None:
     stack = _two_hosts(make_stack, tmp_path)
     # Built from source on each host, and the build waits while `hold` exists:
     # the workers are seen installing, however fast the machine installs.
-    hold = tmp_path / "hold-the-build"
+    hold = exchange / "hold-the-build"
     hold.touch()
     build_sdist(stack.wheelhouse, "evented", "1.0", behaviour=f"wait:{hold}")
     stack.start()

@@ -5,8 +5,8 @@ removed after them and their /dev/shm is their own), so a test that needs a
 sign from a running workflow ("started", one line per run) or gives one
 ("release") serves them here: a ThreadingHTTPServer in a thread, holding
 files in memory by name. `exchange / "runs.log"` is an `ExchangePath`: the
-test uses it like a `pathlib.Path` (exists, touch, read_text, mkdir,
-iterdir), and passes `str()` of it, its URL, to the workflow, which uses
+test uses it like a `pathlib.Path` (exists, touch, unlink, read_text,
+mkdir, iterdir), and passes `str()` of it, its URL, to the workflow, which uses
 `exchange_client.py`: POST appends (an empty POST touches), HEAD/GET read,
 404 when absent.
 """
@@ -41,6 +41,10 @@ class Exchange:
         with self.lock:
             return self.files.get(name)
 
+    def delete(self, name: str) -> None:
+        with self.lock:
+            self.files.pop(name, None)
+
     def names(self, prefix: str) -> list[str]:
         with self.lock:
             return sorted(name for name in self.files if name.startswith(prefix))
@@ -69,6 +73,9 @@ class ExchangePath:
         if data is None:
             raise FileNotFoundError(str(self))
         return data.decode()
+
+    def unlink(self) -> None:
+        self.exchange.delete(self.name)
 
     def mkdir(self) -> None:
         """Nothing to make: a name with this prefix is in the directory."""

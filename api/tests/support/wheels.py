@@ -57,7 +57,8 @@ def build_wheel(
 
 # An in-tree PEP 517 backend: no build requirements, so uv and pip can build
 # the sdist offline. BEHAVIOUR is "ok", "fail" (like a package needing a C
-# compiler the image lacks), "wait:<path>" (blocks while <path> exists), or
+# compiler the image lacks), "wait:<url>" (blocks while the exchange file at
+# <url> exists: a build is confined, and sees none of the test's files), or
 # "probe:<url> <path>..." (tries to read each <path> and to write a file beside
 # the first, then POSTs what it found, its environment, uid and effective
 # capabilities, as a JSON line, to <url>: a test's exchange, see exchange.py).
@@ -99,9 +100,14 @@ def _behave():
         sys.stderr.write("error: command 'gcc' failed: No such file or directory\\n")
         raise RuntimeError("building " + NAME + " needs a C compiler")
     if BEHAVIOUR.startswith("wait:"):
-        marker = BEHAVIOUR[5:]
+        import urllib.error, urllib.request
         deadline = time.time() + 120
-        while os.path.exists(marker) and time.time() < deadline:
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(urllib.request.Request(BEHAVIOUR[5:], method="HEAD"),
+                                       timeout=30)
+            except urllib.error.HTTPError:
+                break  # 404: the test removed it
             time.sleep(0.05)
 
 

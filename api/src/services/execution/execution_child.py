@@ -8,7 +8,7 @@ Before user code runs, while it waits for its order, the child:
 - swaps every inherited descriptor but stdio and its two pipes for
   /dev/null, so user code cannot reach anything its parent holds;
 - takes its bound on tasks (`process_limit.py`), drops to the execution
-  uid where the platform runs as root (`execution_uid.py`), and gets an address-space
+  uid where the platform runs as root (`src/confinement/uid.py`), and gets an address-space
   limit (`BIFROST_EXECUTION_MEMORY_MB` above what its parent maps).
 Then it reads its order, encodes its outcome to JSON itself and writes the
 bytes to its result pipe.
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from src.confinement.uid import ExecutionUid
 from src.foundation.timing import ms_since
-from src.services.execution.execution_uid import ExecutionUid
 from src.services.execution.executor import describe_exception, execute_item
 from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import READ_CHUNK, die_with_parent, write_all

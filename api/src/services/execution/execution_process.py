@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from src.confinement.uid import ExecutionUid
 from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
-from src.services.execution.execution_uid import ExecutionUid
 from src.services.execution.limits import Limits, timeout_of
 from src.services.execution.output_capture import OutputTail
 from src.services.execution.process_limit import TaskBound

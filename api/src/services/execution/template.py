@@ -23,7 +23,7 @@ Between the two, a socket pair carries length-prefixed frames:
   tails of what it printed, as JSON.
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
 die with it. Before its first fork it gives its executions a /dev/shm of
-their own (`template_mounts.py`) and a bound on their tasks (`process_limit.py`).
+their own (`src/confinement/mounts.py`) and a bound on their tasks (`process_limit.py`).
 
 The worker's side is `template_handle.py`; the frames are `frames.py`.
 Run as `python -m src.services.execution.template FD`.
@@ -91,10 +91,10 @@ def _runner(setup: dict[str, Any]) -> tuple[ExecutionRunner, TaskBound]:
     may reach. All of it comes before the sandbox is built, which grants
     /dev/shm only when it is the executions' own and lists the paths it
     grants as this mount namespace has them."""
+    from src.confinement.mounts import SHM, expose_to, mount_private_shm
     from src.confinement.sandbox import build_confinement
-    from src.services.execution.execution_uid import execution_uid, paths_an_execution_needs
+    from src.confinement.uid import execution_uid, paths_an_execution_needs
     from src.services.execution.process_limit import bound_tasks
-    from src.services.execution.template_mounts import SHM, expose_to, mount_private_shm
 
     data_dir, packages_dir = Path(setup["data_dir"]), Path(setup["packages_dir"])
     limits = Limits(**setup["limits"])

@@ -156,6 +156,7 @@ def install(
     ) as f:
         f.write("\n".join(lines) + "\n")
         requirements_file = f.name
+    os.chmod(requirements_file, 0o644)  # the installer may run as the execution uid
     try:
         runs = InstallerRuns(
             ctx, installer, target,

@@ -83,6 +83,7 @@ def install_command(
     # the control plane (Redis, the store, the tokens, the webhook).
     environ = for_executions(os.environ if environ is None else environ)
     what = ["-r", requirements_file] if requirements_file else [str(requirement)]
+    reads = [Path(path) for path in (requirements_file, constraints_file) if path] + [*find_links]
     what += ["--no-deps"] if no_deps else []
     constraints = ["--constraint", str(constraints_file)] if constraints_file else []
     if installer == "pip":
@@ -93,8 +94,8 @@ def install_command(
         ]
         if local_only:
             argv.append("--no-index")
-            return _confined(argv, _without(environ, "PIP_FIND_LINKS"), target)
-        return _confined(argv, dict(environ), target)
+            return _confined(argv, _without(environ, "PIP_FIND_LINKS"), target, reads)
+        return _confined(argv, dict(environ), target, reads)
     no_index = local_only or _is_true(environ.get("PIP_NO_INDEX", ""))
     argv = [
         sys.executable, "-m", "uv", "pip", "install", *what, "--target", str(target),
@@ -105,12 +106,13 @@ def install_command(
         # uv reads find-links from its environment only: ours alone, no operator's.
         env = _without(environ, "UV_FIND_LINKS")
         env["UV_FIND_LINKS"] = ",".join(str(path) for path in find_links)
-        return _confined(argv, env, target)
-    return _confined(argv, uv_environment(environ, find_links), target)
+        return _confined(argv, env, target, reads)
+    return _confined(argv, uv_environment(environ, find_links), target, reads)
 
 
-def _confined(argv: list[str], env: dict[str, str], target: Path) -> InstallerCall:
-    return InstallerCall(argv, env, installer_reach(env, target))
+def _confined(argv: list[str], env: dict[str, str], target: Path,
+              reads: Sequence[Path]) -> InstallerCall:
+    return InstallerCall(argv, env, installer_reach(env, target, reads=reads))
 
 
 def _without(environ: Mapping[str, str], name: str) -> dict[str, str]:

@@ -149,6 +149,7 @@ class LockedRuns:
         ) as f:
             f.write(requirements_text(packages, hashes=not from_fleet))
             lock_file = f.name
+        os.chmod(lock_file, 0o644)  # the installer may run as the execution uid
         try:
             local = [fleet_cache.local_wheel_dir(self.ctx.settings)] if from_fleet else []
             call = commands.install_command(

@@ -21,6 +21,7 @@ stopped: the same call the worker's own tests replace with a fake.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -33,6 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from src.confinement.uid import chown_tree
 from src.foundation.timing import ms_since
 from src.services.installer.commands import InstallerCall
 
@@ -108,8 +110,14 @@ def run_installer(
         return _run_supervised(argv, timeout, should_stop, stop_requested, env, None)
     with tempfile.TemporaryDirectory(prefix="bifrost-installer-") as scratch:
         env = {**(os.environ if env is None else env), "TMPDIR": scratch}
-        return _run_supervised(argv, timeout, should_stop, stop_requested, env,
-                               {**confine, "scratch": scratch})
+        try:
+            return _run_supervised(argv, timeout, should_stop, stop_requested, env,
+                                   {**confine, "scratch": scratch})
+        finally:
+            if confine.get("uid"):  # what it installed is root's: executions cannot change it
+                for target in confine["writable"]:
+                    with contextlib.suppress(OSError):
+                        chown_tree(Path(target), os.getuid(), os.getgid())
 
 
 def _run_supervised(

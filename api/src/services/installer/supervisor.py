@@ -12,13 +12,14 @@ the read end of a pipe the engine holds open:
 - SECONDS after the start the same happens: the install timed out;
 - otherwise it exits with the installer's own status.
 
-With `--confine SPEC` (JSON: `data_dir`, `packages_dir`, `writable`,
-`scratch`) it confines itself before it starts the installer, which inherits
-it: package code a build runs (an sdist's setup.py) cannot read the data dir
-(the admin token, the store, Redis's files) and writes only in the
-installer's target, its caches and the temp dir, with no capability (see
-`src/confinement/sandbox.py`). Only then does it import more than the
-cheapest modules.
+With `--confine SPEC` (JSON, `reach.installer_reach`'s) it confines itself
+before it starts the installer, which inherits it: package code a build runs
+(an sdist's setup.py) cannot read the data dir (the admin token, the store,
+Redis's files) and writes only in the installer's target, its caches and the
+temp dir, with no capability (`src/confinement/sandbox.py`); with a `uid`,
+as that uid, in a mount namespace that shows it only the way to what the run
+reads and writes (`src/confinement/mounts.py`). Only then does it import
+more than the cheapest modules.
 
 The installer's stdout and stderr are the supervisor's (the engine captures
 them). This file runs as a script, outside the `src` package, on every
@@ -104,9 +105,25 @@ def _confine(spec: str) -> None:
     from src.confinement.sandbox import Confinement
 
     given = json.loads(spec)
+    writable = [Path(path) for path in (*given["writable"], *given["caches"])]
+    scratch = Path(given["scratch"])
+    uid = None
+    if given.get("uid"):
+        from src.confinement.mounts import expose_to
+        from src.confinement.uid import ExecutionUid, paths_an_execution_needs
+
+        uid = ExecutionUid(*given["uid"])
+        needed = paths_an_execution_needs(Path(given["packages_dir"]), scratch, sys.path)
+        reads = [Path(path) for path in given["reads"]]
+        expose_to(uid.uid, uid.gid, [*needed, *writable, *reads],
+                  listed=[path for path in reads if path.is_dir()])
+        uid.give(scratch, *(Path(path) for path in given["writable"]))
+        uid.give_tree(*(Path(path) for path in given["caches"]))
     confinement = Confinement(Path(given["data_dir"]), Path(given["packages_dir"]),
-                              writable=[Path(path) for path in given["writable"]])
-    confinement.apply(Path(given["scratch"]))
+                              writable=writable)
+    if uid is not None:
+        uid.become()
+    confinement.apply(scratch)
     confinement.close()
 
 

@@ -246,9 +246,9 @@ def test_the_platforms_semaphores_cannot_be_opened(layout: Layout) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a private /dev/shm needs root (CAP_SYS_ADMIN)")
 def test_a_private_dev_shm_is_the_executions_own_and_bounded(layout: Layout) -> None:
-    """What the execution template gives its executions (`template_mounts.py`):
+    """What the execution template gives its executions (`src/confinement/mounts.py`):
     an empty tmpfs of its own size, where the platform's files are not."""
-    from src.services.execution.template_mounts import mount_private_shm
+    from src.confinement.mounts import mount_private_shm
 
     platforms = Path("/dev/shm") / f"bifrost-platform-{os.getpid()}"
     platforms.write_text("the platform's")

@@ -5,7 +5,7 @@ worker processes, real executions.
 A pool's multiprocessing queues lock with POSIX semaphores in the machine's
 /dev/shm; an execution that opened one could hold the results queue's lock
 and stop the pool for good. Executions get a /dev/shm of their own
-(`template_mounts.py`; as root) or none, and a bound on their tasks
+(`src/confinement/mounts.py`; as root) or none, and a bound on their tasks
 (`process_limit.py`).
 """
 

@@ -16,6 +16,7 @@ from src.foundation.settings import get_settings
 from src.services.installer import environments
 from src.services.installer.engine import ensure_environment
 from src.services.installer.environments import Environments
+from tests.support.exchange import Exchange
 from tests.support.waiting import wait_for
 from tests.support.wheels import build_sdist, build_wheel
 
@@ -133,9 +134,9 @@ def test_eight_workers_racing_on_one_hash_run_the_installer_once(wheelhouse: Pat
 
 
 def test_a_build_killed_halfway_leaves_nothing_visible(
-    wheelhouse: Path, tmp_path: Path, isolated_settings: Path
+    wheelhouse: Path, tmp_path: Path, isolated_settings: Path, exchange: Exchange
 ) -> None:
-    blocker = tmp_path / "block-build"
+    blocker = exchange / "block-build"
     blocker.touch()
     build_sdist(wheelhouse, "slow-build", "1.0", behaviour=f"wait:{blocker}")
     content = "good-a==1.0\nslow-build==1.0\n"

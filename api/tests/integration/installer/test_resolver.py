@@ -291,6 +291,9 @@ SECRETS = {
 }
 
 
+EXECUTION_UID = 65534  # BIFROST_EXECUTION_UID's default
+
+
 def test_package_build_code_is_confined_and_never_sees_the_control_planes_variables(
     wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     isolated_settings: Path, exchange: Exchange,
@@ -327,8 +330,13 @@ def test_package_build_code_is_confined_and_never_sees_the_control_planes_variab
         text = json.dumps(environment)
         assert not [v for v in SECRETS.values() if v in text]
         assert int(report["caps"], 16) == 0, report["caps"]
+        assert report["uid"] == (EXECUTION_UID if os.geteuid() == 0 else os.getuid()), report
         if landlock_abi() > 0:
             assert report["tried"] == {str(token): "PermissionError",
                                        str(store): "PermissionError",
                                        "write": "PermissionError"}, report["tried"]
     assert not (isolated_settings / "planted-by-a-build").exists()
+    # What the build installed is the platform's again: an execution (the
+    # same uid as the build) cannot change it.
+    owners = {path.stat().st_uid for path in (tmp_path / "target").rglob("*")}
+    assert owners == {os.getuid()}, owners

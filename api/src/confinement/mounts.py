@@ -1,10 +1,11 @@
-"""The execution template's own mount namespace: what its executions see of
-the filesystem, apart from what the sandbox (`sandbox.py`) allows.
+"""A mount namespace of a confined process's own: what code the platform does
+not trust sees of the filesystem, apart from what the sandbox (`sandbox.py`)
+allows.
 
-The template (running as root, with CAP_SYS_ADMIN) moves into a mount
-namespace of its own, which its executions inherit and nothing else shares:
-what is mounted there is theirs alone, and the kernel drops it with the last
-process of the namespace.
+The execution template, and an installer's supervisor (running as root, with
+CAP_SYS_ADMIN), move into a mount namespace of their own, which what they
+start inherits and nothing else shares: what is mounted there is theirs
+alone, and the kernel drops it with the last process of the namespace.
 
 - **A /dev/shm of their own** (`mount_private_shm`). The machine's /dev/shm
   is where the platform's processes keep their POSIX semaphores (a pool's
@@ -15,11 +16,12 @@ process of the namespace.
   Where it cannot, executions get no /dev/shm at all: the sandbox then grants
   no write there (`sandbox_grants.py`), so the platform's semaphores, which
   need a read-write open, stay out of reach.
-- **Only the paths an execution needs, for a uid of its own**
-  (`expose_to`). Executions run as an unprivileged uid where the platform
-  runs as root (`execution_uid.py`); that uid must reach the interpreter,
-  the packages and its scratch dir, which may lie beneath directories only
-  root may search (the data dir, 0700; a home dir holding the interpreter).
+- **Only the paths it needs, for a uid of its own** (`expose_to`).
+  Executions and installer runs use an unprivileged uid where the platform
+  runs as root (`uid.py`); that uid must reach the interpreter, the packages,
+  its scratch dir (and an installer its target, caches and find-links),
+  which may lie beneath directories only root may search (the data dir,
+  0700; a home dir holding the interpreter).
   Each such directory is covered, in this namespace only, by a tmpfs that
   holds just the entries on the way to those paths, bound back from the
   real ones: the uid can reach them, and nothing else that directory held
@@ -74,31 +76,46 @@ def mount_private_shm(size_mb: int) -> bool:
     return True
 
 
-def expose_to(uid: int, gid: int, paths: Iterable[Path]) -> None:
+def expose_to(uid: int, gid: int, paths: Iterable[Path], listed: Iterable[Path] = ()) -> None:
     """Make each of `paths` reachable by `uid`/`gid` (with no supplementary
     group) in this process's own mount namespace: every directory on the
     way that the uid may not search is covered by a tmpfs holding only the
-    next entry on the way, bound back. Raises OSError where it cannot."""
+    next entry on the way, bound back. Each directory of `listed` (a
+    find-links dir) that the uid may not list is covered too, holding all of
+    its entries. Raises OSError where it cannot."""
     own_mount_namespace()
+    listed = [Path(os.path.realpath(path)) for path in listed]
     closed: dict[Path, set[str]] = {}  # a directory the uid may not search -> entries to keep
-    for path in paths:
+    for path in [*paths, *listed]:
         target = Path(os.path.realpath(path))
         current = Path("/")
         for part in target.parts[1:]:
             if not _searchable(current, uid, gid):
                 closed.setdefault(current, set()).add(part)
             current = current / part
+    for directory in listed:
+        if directory.is_dir() and not _listable(directory, uid, gid):
+            closed.setdefault(directory, set()).update(os.listdir(directory))
     for directory in sorted(closed, key=lambda p: len(p.parts)):  # the outermost first
         _cover(directory, sorted(closed[directory]))
 
 
 def _searchable(directory: Path, uid: int, gid: int) -> bool:
-    info = os.stat(directory)
+    return _allowed(directory, uid, gid, stat.S_IXUSR, stat.S_IXGRP, stat.S_IXOTH)
+
+
+def _listable(directory: Path, uid: int, gid: int) -> bool:
+    return _searchable(directory, uid, gid) and _allowed(
+        directory, uid, gid, stat.S_IRUSR, stat.S_IRGRP, stat.S_IROTH)
+
+
+def _allowed(path: Path, uid: int, gid: int, owner: int, group: int, other: int) -> bool:
+    info = os.stat(path)
     if info.st_uid == uid:
-        return bool(info.st_mode & stat.S_IXUSR)
+        return bool(info.st_mode & owner)
     if info.st_gid == gid:
-        return bool(info.st_mode & stat.S_IXGRP)
-    return bool(info.st_mode & stat.S_IXOTH)
+        return bool(info.st_mode & group)
+    return bool(info.st_mode & other)
 
 
 def _cover(directory: Path, keep: list[str]) -> None:

@@ -12,7 +12,7 @@ process non-dumpable, so other executions (the same uid) cannot read its
 /proc files.
 
 The template gives the uid a way to the interpreter, the packages dir and
-its scratch dir first (`template_mounts.expose_to`). Where that is refused,
+its scratch dir first (`mounts.expose_to`). Where that is refused,
 executions keep running as root, and the template says so.
 """
 
@@ -36,11 +36,26 @@ class ExecutionUid:
         for directory in directories:
             os.chown(directory, self.uid, self.gid)
 
+    def give_tree(self, *directories: Path) -> None:
+        """Make the uid the owner of everything in `directories` (a cache it
+        fills), walking only a tree whose top is not the uid's already."""
+        for directory in directories:
+            if directory.stat().st_uid != self.uid:
+                chown_tree(directory, self.uid, self.gid)
+
     def become(self) -> None:
         """In the execution's process: the uid and group, for good."""
         os.setgroups([])
         os.setresgid(self.gid, self.gid, self.gid)
         os.setresuid(self.uid, self.uid, self.uid)
+
+
+def chown_tree(directory: Path, uid: int, gid: int) -> None:
+    """`directory` and everything beneath it to `uid`/`gid` (links themselves)."""
+    os.chown(directory, uid, gid, follow_symlinks=False)
+    for root, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            os.chown(os.path.join(root, name), uid, gid, follow_symlinks=False)
 
 
 def execution_uid(uid: int) -> ExecutionUid | None:
