@@ -9,6 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 API_DIR = Path(__file__).resolve().parents[2]
 
@@ -36,3 +37,22 @@ def running_pool(
                 process.wait()
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def run_to_the_end(client: Any, module: str, function: str, wait: float = 60,
+                   **parameters: object) -> Any:
+    """Enqueue `module:function(**parameters)` on the pool(s) listening on
+    `client`'s Redis, wait for its final record, and return its result,
+    failing the test (with the error) unless the status is Success."""
+    from src.services.execution import executions
+    from tests.support.waiting import wait_for
+
+    execution_id = executions.enqueue_execution(module, function, parameters, client)
+
+    def ended() -> Any:
+        record = executions.get_execution(execution_id, client)
+        return record if record and record["status"] in executions.FINAL_STATUSES else None
+
+    record = wait_for(ended, wait, what=f"{module}:{function} to end")
+    assert record["status"] == "Success", (record["error"], record)
+    return record["result"]

@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from src.core import module_cache
-from src.services.execution import executions, registry
-from tests.support.pools import running_pool
+from src.services.execution import registry
+from tests.support.pools import run_to_the_end, running_pool
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform is not root here: "
@@ -67,16 +67,9 @@ def pool(sqlite_system: str, redis_url: str, isolated_settings: Path,
 
 
 def _run(client: redis.Redis, function: str, **parameters: object) -> dict:
-    execution_id = executions.enqueue_execution("flows.who", function, parameters, client)
-
-    def ended() -> executions.ExecutionRecord | None:
-        record = executions.get_execution(execution_id, client)
-        return record if record and record["status"] in executions.FINAL_STATUSES else None
-
-    record = wait_for(ended, 60, what=f"flows.who:{function} to end")
-    assert record["status"] == "Success", (record["error"], record)
-    assert isinstance(record["result"], dict)
-    return record["result"]
+    result = run_to_the_end(client, "flows.who", function, **parameters)
+    assert isinstance(result, dict)
+    return result
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ import redis
 
 from src.confinement.landlock import landlock_abi
 from src.core import module_cache
-from src.services.execution import executions, registry
-from tests.support.pools import running_pool
+from src.services.execution import registry
+from tests.support.pools import run_to_the_end, running_pool
 from tests.support.waiting import wait_for
 
 MEMORY_MB = 64
@@ -106,15 +106,8 @@ def _idle(client: redis.Redis) -> bool:
 
 
 def _run(client: redis.Redis, function: str, **parameters: object) -> object:
-    execution_id = executions.enqueue_execution("flows.shm", function, parameters, client)
-
-    def ended() -> executions.ExecutionRecord | None:
-        record = executions.get_execution(execution_id, client)
-        return record if record and record["status"] in executions.FINAL_STATUSES else None
-
-    record = wait_for(ended, 60, what=f"flows.shm:{function} to end")
-    assert record["status"] == "Success", (record["error"], record)
-    return record["result"]
+    result = run_to_the_end(client, "flows.shm", function, **parameters)
+    return result
 
 
 def _pool_semaphores() -> set[str]:
