@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+
+from tests.support.loopback_http import QuietHandler, serving
 
 # The client functions as source text, for workflows an e2e test uploads.
 CLIENT_SOURCE = (Path(__file__).parent / "exchange_client.py").read_text()
@@ -89,7 +89,7 @@ class ExchangePath:
 def serve_exchange() -> Iterator[Exchange]:
     exchange = Exchange()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def _name(self) -> str:
             return self.path.lstrip("/")
 
@@ -112,16 +112,6 @@ def serve_exchange() -> Iterator[Exchange]:
             if self.command != "HEAD":
                 self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="exchange", daemon=True)
-    thread.start()
-    exchange.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(Handler, "exchange") as base:
+        exchange.url = base
         yield exchange
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)

@@ -8,8 +8,9 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.loopback_http import QuietHandler, serving
 
 
 class Receiver:
@@ -37,7 +38,7 @@ class Receiver:
 def webhook_receiver(fail_first: int = 0, path: str = "/hook?token=s3cret") -> Iterator[Receiver]:
     receiver = Receiver(fail_first)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             try:
@@ -49,16 +50,6 @@ def webhook_receiver(fail_first: int = 0, path: str = "/hook?token=s3cret") -> I
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
-    thread.start()
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}{path}"
-    try:
+    with serving(Handler, "webhook-receiver") as base:
+        receiver.url = f"{base}{path}"
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
