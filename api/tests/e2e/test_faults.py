@@ -57,8 +57,16 @@ def test_redis_restarted_empty_under_a_running_system(
     assert (record["status"], record["result"]) == ("Success", 2), stack.logs()
     stack.wait(lambda: stack.fleet()["summary"]["total"] == 2, 60, "the pool to re-register")
     # The control channel was re-subscribed: a recycle still reaches the pool.
+    # A broadcast nobody heard changes nothing, so it is sent until the pool
+    # hears one (the answer says how many subscribers did); then it must act.
     stack.wait_subscribed()
-    assert stack.client.post("/api/workers/recycle-all").status_code == 202
+
+    def heard() -> bool:
+        answer = stack.client.post("/api/workers/recycle-all")
+        assert answer.status_code == 202, answer.text
+        return int(answer.json()["subscribers"]) >= 1
+
+    stack.wait(heard, 60, "a recycle the pool hears")
     stack.wait(lambda: (ws := stack.fleet()["workers"]) and len(ws) == 2 and
                not {w["worker_id"] for w in ws} & before and
                all(w["status"] == "idle" for w in ws), 60, "the recycled workers")
