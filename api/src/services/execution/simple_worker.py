@@ -48,7 +48,7 @@ from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
 from src.services.execution.limits import Limits, timeout_of
 from src.services.execution.protocol import WorkerInstalling, WorkerReady
-from src.services.execution.store_truth import StoreTruth
+from src.services.execution.store_truth import StoreTruth, read_store_truth
 from src.services.execution.template_handle import (
     Template,
     remove_scratch_of_dead_workers,
@@ -323,10 +323,18 @@ _STORE_TRUTH: StoreTruth | None = None
 
 def _as_the_store_holds(worker_id: str, cached: CachedRequirements | None
                         ) -> CachedRequirements | None:
-    """`cached` (from Redis) when it is what the store holds, else the store's."""
+    """`cached` (from Redis) when it is what the store holds, else the store's.
+    On a difference the store is read again first: a write may have landed
+    since the pool read it, and then Redis is right."""
+    global _STORE_TRUTH
     truth = _STORE_TRUTH
     if truth is None or cached is None or cached["hash"] == truth["hash"]:
         return cached
+    fresh = read_store_truth()
+    if fresh is not None:
+        _STORE_TRUTH = truth = fresh
+        if cached["hash"] == truth["hash"]:
+            return cached
     logger.warning("[%s] Refused the requirements Redis holds (%s): the store's are %s, "
                    "installing those", worker_id, cached["hash"][:12], truth["hash"][:12])
     metrics_store.cache_refusal("requirements")
