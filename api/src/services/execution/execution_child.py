@@ -87,7 +87,7 @@ def set_up_child(setup: ChildSetup, keep: tuple[int, ...]) -> None:
     os.chdir(setup.scratch)
     os.environ["TMPDIR"] = os.environ["HOME"] = str(setup.scratch)
     tempfile.tempdir = str(setup.scratch)
-    setup.tasks.enter()  # before the sandbox: the cgroup's files are not the execution's
+    setup.tasks.enter()
     if setup.uid is not None:
         setup.uid.become()
     if setup.confinement is not None:

@@ -208,7 +208,7 @@ class ExecutionRunner:
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
         gc.freeze()  # the child's collections leave the template's objects (and pages) alone
-        pid = os.fork()
+        pid = self._fork()
         if pid == 0:  # the execution's process: never returns
             for fd in (order_write, result_read, stdout_read, stderr_read):
                 os.close(fd)
@@ -223,6 +223,19 @@ class ExecutionRunner:
         os.set_blocking(stdout_read, False)
         os.set_blocking(stderr_read, False)
         return _Spare(pid, order_write, result_read, stdout_read, stderr_read)
+
+    def _fork(self) -> int:
+        """os.fork(); while the task bound is reached by what the last
+        execution left (killed, not yet reaped), reap and try again."""
+        deadline = time.monotonic() + REAP_SECONDS
+        while True:
+            try:
+                return os.fork()
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise
+                self.clean_up(prepare=False)
+                time.sleep(0.01)
 
     def _await(self, pid: int, read_fd: int, started: float, timeout: float,
                cancelled: Callable[[], bool], output: dict[int, OutputTail]) -> bytes:

@@ -1,15 +1,16 @@
 """A bound on the tasks (processes and threads) of each execution.
 
 Root is exempt from `RLIMIT_NPROC`, so where the platform runs as root the
-bound is a pids cgroup: the execution template makes one for its executions,
-named after its pid, beneath its own pids cgroup, and sets `pids.max`. Each
-execution's process moves itself in before user code runs (the template
-stays outside: its fork of the next execution's process never fails), so the
-execution and everything it starts count against it; a fork beyond the bound
-fails with EAGAIN in the execution, and nothing outside the cgroup notices.
-An execution runs only after the last one's processes were killed, so the
-bound is each execution's own (but for the moments its predecessor's
-processes take to be reaped).
+bound is a pids cgroup: the execution template makes one, named after its
+pid, beneath its own pids cgroup, sets `pids.max` to `max_pids` plus one
+(itself) and moves itself in once, so that every execution it forks (and
+all they start) counts against it; a fork beyond that fails with EAGAIN in
+the execution, and nothing outside the cgroup notices. Executions run one
+at a time and the last one's processes are killed before the next is
+forked, so the bound is each execution's own (the next one's fork waits
+while what the last one left is reaped). Moving the template once, not each
+execution, keeps the kernel's cgroup migration (milliseconds, at times tens)
+off the path of every execution.
 
 The pids hierarchy is cgroup v1's `pids` controller, or cgroup v2 where the
 template's cgroup hands `pids` on to its children (`cgroup.subtree_control`).
@@ -18,8 +19,8 @@ execution with `RLIMIT_NPROC` (which counts every task of the uid, so the
 limit is the uid's tasks when the template starts plus `max_pids`), and one
 that runs as root logs once that executions have no bound.
 
-The template removes its cgroup when it ends; a template that was killed
-leaves it to the next one to start (a cgroup goes only once empty).
+The template leaves its cgroup and removes it when it ends; a template that
+was killed leaves it to the next one to start (a cgroup goes only once empty).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import contextlib
 import logging
 import os
 import resource
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,24 +41,25 @@ CGROUP_PREFIX = "bifrost-executions-"
 
 @dataclass(frozen=True)
 class TaskBound:
-    """How an execution's process takes its bound: it moves into `cgroup`,
-    or sets `nproc` as its RLIMIT_NPROC (neither: unbounded)."""
+    """The template's pids `cgroup` (it is in it already), or the `nproc` an
+    execution's process sets as its RLIMIT_NPROC (neither: unbounded)."""
 
     cgroup: Path | None = None
     nproc: int = 0
 
     def enter(self) -> None:
         """In the execution's process, before user code runs."""
-        if self.cgroup is not None:
-            (self.cgroup / "cgroup.procs").write_text(f"{os.getpid()}\n")
         if self.nproc > 0:
             resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
 
     def remove(self) -> None:
-        """In the template, once its executions' processes are all reaped."""
+        """In the template, as it ends: back to the parent cgroup, then every
+        process an execution left in the template's (one that escaped to
+        init included) is killed, and the cgroup goes."""
         if self.cgroup is not None:
             with contextlib.suppress(OSError):
-                self.cgroup.rmdir()
+                (self.cgroup.parent / "cgroup.procs").write_text(f"{os.getpid()}\n")
+            remove_cgroup(self.cgroup)
 
 
 def bound_tasks(max_pids: int) -> TaskBound:
@@ -65,7 +69,9 @@ def bound_tasks(max_pids: int) -> TaskBound:
     parent = pids_cgroup()
     if parent is not None:
         try:
-            return TaskBound(cgroup=make_cgroup(parent, max_pids))
+            own = make_cgroup(parent, max_pids + 1)  # and the template itself
+            (own / "cgroup.procs").write_text(f"{os.getpid()}\n")
+            return TaskBound(cgroup=own)
         except OSError as exc:
             logger.warning("executions' tasks cannot be bounded with a pids cgroup "
                            "beneath %s: %s", parent, exc)
@@ -87,13 +93,35 @@ def make_cgroup(parent: Path, pids_max: int) -> Path:
 
 
 def remove_cgroups_of_dead_templates(parent: Path) -> None:
+    """The cgroups of templates that were killed, with whatever their
+    executions left running in them."""
     with contextlib.suppress(OSError):
         for entry in parent.iterdir():
             pid = entry.name.removeprefix(CGROUP_PREFIX)
             if entry.name.startswith(CGROUP_PREFIX) and pid.isdigit() \
                     and not Path(f"/proc/{pid}").exists():
-                with contextlib.suppress(OSError):  # still holds a process: next time
-                    entry.rmdir()
+                remove_cgroup(entry)
+
+
+def remove_cgroup(cgroup: Path, wait: float = 1.0) -> None:
+    """Kill every process in `cgroup`, then remove it once they are gone
+    (left for the next template when they take longer than `wait`)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            members = [int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()]
+        except OSError:
+            return  # gone already
+        for pid in members:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        try:
+            cgroup.rmdir()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
 
 
 def pids_cgroup() -> Path | None:
