@@ -80,6 +80,7 @@ def run_child(order_fd: int, result_fd: int, setup: ChildSetup) -> NoReturn:
 
 def set_up_child(setup: ChildSetup, keep: tuple[int, ...]) -> None:
     """Everything that does not depend on the order, done before it comes."""
+    template = os.getppid()
     os.setsid()
     die_with_parent()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
@@ -90,6 +91,11 @@ def set_up_child(setup: ChildSetup, keep: tuple[int, ...]) -> None:
     setup.tasks.enter()
     if setup.uid is not None:
         setup.uid.become()
+        # A change of uid clears the parent-death signal: set it again, and
+        # end here if the template died in between.
+        die_with_parent()
+        if os.getppid() != template:
+            os._exit(1)
     if setup.confinement is not None:
         setup.confinement.apply(setup.scratch)
     replace_inherited_descriptors(keep)

@@ -107,11 +107,11 @@ def remove_cgroup(cgroup: Path, wait: float = 1.0) -> None:
     """Kill every process in `cgroup`, then remove it once they are gone
     (left for the next template when they take longer than `wait`)."""
     deadline = time.monotonic() + wait
-    while True:
+    while cgroup.exists():
         try:
             members = [int(pid) for pid in (cgroup / "cgroup.procs").read_text().split()]
         except OSError:
-            return  # gone already
+            members = []
         for pid in members:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)

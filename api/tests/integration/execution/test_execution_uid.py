@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 import redis
 
 from src.core import module_cache
-from src.services.execution import registry
+from src.services.execution import executions, registry
+from tests.support.exchange import Exchange
 from tests.support.pools import run_to_the_end, running_pool
 from tests.support.waiting import wait_for
 
@@ -24,7 +26,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the platform is not r
 EXECUTION_UID = 65534
 
 WORKFLOW = r'''
-import os, subprocess, sys, tempfile
+import os, subprocess, sys, tempfile, time, urllib.request
+
+
+def tell_pid_and_sleep(url):
+    urllib.request.urlopen(urllib.request.Request(url, data=str(os.getpid()).encode(),
+                                                  method="POST"), timeout=30)
+    time.sleep(300)
 
 
 def _try(action):
@@ -118,3 +126,25 @@ def test_the_next_execution_is_the_same_uid_with_a_clean_scratch_dir(
     first = _run(pool, "who_and_what", secret="/nonexistent", home=str(tmp_path))
     second = _run(pool, "who_and_what", secret="/nonexistent", home=str(tmp_path))
     assert first["uid"] == second["uid"] == EXECUTION_UID
+
+
+def test_an_execution_dies_with_its_worker_after_dropping_to_its_uid(
+        pool: redis.Redis, exchange: Exchange) -> None:
+    """A change of uid clears the parent-death signal: the execution sets it
+    again, so killing its worker (and so its template) ends it too."""
+    told = exchange / "pid"
+    executions.enqueue_execution("flows.who", "tell_pid_and_sleep", {"url": str(told)}, pool)
+    wait_for(told.exists, 60, what="the execution to start")
+    execution_pid = int(told.read_text())
+    worker_pid = next(w["pid"] for p in registry.list_pools(pool) for w in p["workers"]
+                      if w["pid"])
+    os.kill(worker_pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(execution_pid), 30, what="the execution to die with its worker")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
