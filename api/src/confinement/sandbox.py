@@ -25,13 +25,14 @@ What it guarantees, once `Confinement.apply()` returned True in a process
   cannot be inspected even where Landlock is missing.
 
 What it does not do:
-- the network stays open: user code can reach Redis, and read and write every
-  key there (it needs Redis to load workspace modules), the API (without the
-  token) and anything else;
-- files outside the data dir stay readable as the uid allows: secrets kept
+- the network stays open: user code can reach Redis (it holds no password
+  for it: its workspace modules are read for it), the API (without the token)
+  and anything else;
+- files outside the data dir stay readable as the uid allows (the execution
+  uid's where the platform runs as root, see `uid.py`): secrets kept
   elsewhere (an env file for systemd, ~/.docker, ~/.ssh) need to be in a
-  `hidden` dir, or unreadable by the platform's uid; so do other executions'
-  scratch dirs, unless the scratch roots are in a hidden dir (the data dir);
+  `hidden` dir, or unreadable by that uid; so do other executions' scratch
+  dirs, unless the scratch roots are in a hidden dir (the data dir);
 - connect() to a UNIX socket bound to a path is not confined by Landlock up to
   ABI 7, so a service listening on one (a multiprocessing forkserver, which
   runs what it is sent, or docker.sock) is reachable with the uid's file
