@@ -1,10 +1,17 @@
 """Module cache: workspace files in the store, cached in Redis.
 
-`bifrost:module:<path>` holds a file's text; the set `bifrost:module:index`
-lists every path, and `bifrost:module:index:warm` says the index is complete.
-Redis may lose all of it at any time: a reader that finds no complete index
-rebuilds it from the store, and a reader that misses a file reads the store
-and re-caches it. Writes go to the store first, then to Redis.
+`bifrost:module:<path>` holds a file's text, sealed (`module_seal.py`); the
+set `bifrost:module:index` lists every path, and `bifrost:module:index:sealed`
+says the index is complete and its files are cached sealed. Redis may lose
+all of it at any time: a reader that finds no complete index rebuilds it from
+the store, and a reader that misses a file reads the store and re-caches it.
+Writes go to the store first, then to Redis.
+
+A cached text whose seal is not the platform's (written by someone who
+reached Redis without the store) is refused: logged with its path, counted
+in `bifrost_cache_refusals_total{cache="module"}`, and read again from the
+store (a reader without the store drops it and the index's mark, and waits
+for a process with the store to cache it again, as for a lost index).
 
 Workers call the `*_sync` functions from the import hook. The store
 (`src.store.database`, `src.store.files`) is imported inside the functions that
@@ -19,11 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import redis
 
 from src.core import metrics_store
+from src.core.module_seal import seal, seal_key, unseal
 from src.foundation.redis_client import CacheNotCleared, get_redis
 from src.foundation.workspace_paths import validate_content, validate_path
 
@@ -31,11 +39,16 @@ logger = logging.getLogger(__name__)
 
 MODULE_KEY_PREFIX = "bifrost:module:"
 MODULE_INDEX_KEY = "bifrost:module:index"
-MODULE_INDEX_WARM_KEY = "bifrost:module:index:warm"
+MODULE_INDEX_WARM_KEY = "bifrost:module:index:sealed"
 MODULE_TTL_SECONDS = 86400
 # How long a reader without the store waits for someone to warm a lost index.
 WARM_WAIT_SECONDS = 10.0
 WARM_POLL_SECONDS = 0.05
+
+
+class CachedFileRefused(RuntimeError):
+    """The cached copy of a file is not the platform's, and no process with
+    the store cached it again in time."""
 
 
 class FileInfo(TypedDict):
@@ -46,6 +59,23 @@ class FileInfo(TypedDict):
 
 def module_key(path: str) -> str:
     return MODULE_KEY_PREFIX + path
+
+
+def sealed(path: str, content: str) -> str:
+    """What the cache holds for the file `path`."""
+    return seal(seal_key(), path, content)
+
+
+def _checked(path: str, cached: str) -> str | None:
+    """The text of a cached value, or None (logged, counted) when its seal
+    is not the platform's."""
+    text = unseal(seal_key(), path, cached)
+    if text is None:
+        logger.warning("Refused the cached copy of workspace file %s: it does not carry the "
+                       "platform's seal (someone who reached Redis wrote it); reading the "
+                       "store's", path)
+        metrics_store.cache_refusal("module")
+    return text
 
 
 # --- writing ----------------------------------------------------------------
@@ -64,7 +94,7 @@ def save_file_sync(path: str, content: str) -> FileInfo:
     try:
         client = get_redis()
         with client.pipeline() as pipe:
-            pipe.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+            pipe.set(module_key(path), sealed(path, content), ex=MODULE_TTL_SECONDS)
             pipe.sadd(MODULE_INDEX_KEY, path)
             pipe.execute()
     except redis.RedisError as exc:
@@ -120,14 +150,14 @@ def read_file_sync(
     execution's process): they wait for a warm index instead (see
     `index_sync`) and read Redis alone."""
     if not from_store:
-        cached = (client or get_redis()).get(module_key(path))
-        return None if cached is None else str(cached)
+        return _read_cache_only(path, client or get_redis())
     try:
         client = client or get_redis()
         cached = client.get(module_key(path))
+        text = None if cached is None else _checked(path, str(cached))
         metrics_store.flush(client)  # fallbacks counted while Redis was away (no call if none)
-        if cached is not None:
-            return str(cached)
+        if text is not None:
+            return text
     except redis.RedisError as exc:
         logger.warning("Redis unavailable, reading %s from the store: %s", path, exc)
         metrics_store.store_fallback("module")
@@ -136,17 +166,46 @@ def read_file_sync(
     if content is not None and client is not None:
         # A failed re-cache costs nothing but the next reader's store read.
         with contextlib.suppress(redis.RedisError):
-            client.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+            client.set(module_key(path), sealed(path, content), ex=MODULE_TTL_SECONDS)
     return content
 
 
+def _read_cache_only(path: str, client: redis.Redis) -> str | None:
+    """Redis alone; a refused copy is dropped with the index's mark, so a
+    process with the store (a pool's heartbeat) caches the store's again,
+    and read once that is done."""
+    cached = client.get(module_key(path))
+    if cached is None:
+        return None
+    text = _checked(path, str(cached))
+    if text is not None:
+        return text
+    client.delete(module_key(path), MODULE_INDEX_WARM_KEY)
+    metrics_store.flush(client)  # the refusal
+    _index_when_warm(client)
+    cached = client.get(module_key(path))
+    if cached is None:
+        return None  # the store has no such file
+    text = unseal(seal_key(), path, str(cached))
+    if text is None:
+        raise CachedFileRefused(
+            f"the cached copy of workspace file {path} does not carry the platform's seal, "
+            f"and no process with the store cached it again within {WARM_WAIT_SECONDS:g} s")
+    return text
+
+
 def cached_files_sync(paths: list[str], client: redis.Redis | None = None) -> dict[str, str]:
-    """The texts Redis holds for `paths` (one round trip); missing ones are left out."""
+    """The texts Redis holds for `paths` (one round trip); missing ones, and
+    ones without the platform's seal, are left out."""
     if not paths:
         return {}
-    values = (client or get_redis()).mget([module_key(path) for path in paths])
-    return {path: str(value) for path, value in zip(paths, values, strict=True)  # type: ignore[arg-type]
-            if value is not None}
+    values: list[Any] = (client or get_redis()).mget(  # type: ignore[assignment]
+        [module_key(path) for path in paths])
+    key = seal_key()
+    texts = {path: unseal(key, path, str(value))
+             for path, value in zip(paths, values, strict=True) if value is not None}
+    # A refused copy is left out: its reader (`read_file_sync`) refuses it aloud.
+    return {path: text for path, text in texts.items() if text is not None}
 
 
 def index_sync(client: redis.Redis | None = None, *, from_store: bool = True) -> set[str]:
@@ -229,7 +288,7 @@ def _warm(client: redis.Redis) -> dict[str, str]:
     files = _store_files()
     with client.pipeline() as pipe:
         for path, content in files.items():
-            pipe.set(module_key(path), content, ex=MODULE_TTL_SECONDS)
+            pipe.set(module_key(path), sealed(path, content), ex=MODULE_TTL_SECONDS)
         if files:
             # Union, never replace: a file saved while we read the store stays listed.
             pipe.sadd(MODULE_INDEX_KEY, *files)

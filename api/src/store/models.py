@@ -100,3 +100,14 @@ class RequirementsLock(Base):
     requirements_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     text: Mapped[str] = mapped_column(Text)  # `Lock.text()`, parsed by the reader
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class PlatformSecret(Base):
+    """A random key the hosts of the fleet share, made by the first host that
+    needs it and never changed (e.g. the module cache's seal key)."""
+
+    __tablename__ = "platform_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

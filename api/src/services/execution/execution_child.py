@@ -5,8 +5,9 @@ Before user code runs, while it waits for its order, the child:
 - starts a session of its own (so its process group is its own), and dies
   with its parent (`PR_SET_PDEATHSIG`);
 - is confined where the kernel allows it (see `sandbox.py`);
-- swaps every inherited descriptor but stdio and its two pipes for
-  /dev/null, so user code cannot reach anything its parent holds;
+- swaps every inherited descriptor but stdio, its two pipes and its
+  workspace socket (`workspace_requests.py`) for /dev/null, so user code
+  cannot reach anything its parent holds;
 - takes its bound on tasks (`process_limit.py`), drops to the execution
   uid where the platform runs as root (`src/confinement/uid.py`), and gets an address-space
   limit (`BIFROST_EXECUTION_MEMORY_MB` above what its parent maps).
@@ -21,6 +22,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -36,6 +38,7 @@ from src.services.execution.processes import READ_CHUNK, die_with_parent, write_
 from src.services.execution.protocol import WorkItem, WorkOrder
 from src.services.execution.results import encode_outcome, failure
 from src.services.execution.virtual_import import seed_workspace
+from src.services.execution.workspace_requests import AskTheWorker
 from src.services.installer.outcome import InstallOutcome
 
 
@@ -59,14 +62,17 @@ class ChildSetup:
     uid: ExecutionUid | None = None  # the uid it drops to (None: the platform's)
 
 
-def run_child(order_fd: int, result_fd: int, setup: ChildSetup) -> NoReturn:
-    """Set up, wait for the order, run it, write the outcome, exit."""
+def run_child(order_fd: int, result_fd: int, workspace_fd: int,
+              setup: ChildSetup) -> NoReturn:
+    """Set up, wait for the order, run it, write the outcome, exit.
+    `workspace_fd`: its end of the socket it asks for workspace files on."""
     started = time.monotonic()
     try:
-        set_up_child(setup, keep=(0, 1, 2, order_fd, result_fd))
+        set_up_child(setup, keep=(0, 1, 2, order_fd, result_fd, workspace_fd))
         order, workspace = receive_order(order_fd)
         started = time.monotonic()
-        payload = execute_order(setup, order, workspace)
+        source = AskTheWorker(socket.socket(fileno=workspace_fd))
+        payload = execute_order(setup, order, workspace, source)
     except BaseException as exc:  # anything at all: the worker still gets an answer
         payload = failure(describe_exception(exc), ms_since(started))
     try:
@@ -111,8 +117,9 @@ def receive_order(fd: int) -> tuple[WorkOrder, dict[str, Any]]:
     return message["order"], message["workspace"]
 
 
-def execute_order(setup: ChildSetup, order: WorkOrder, workspace: dict[str, Any]) -> bytes:
-    seed_workspace(workspace)
+def execute_order(setup: ChildSetup, order: WorkOrder, workspace: dict[str, Any],
+                  source: AskTheWorker | None = None) -> bytes:
+    seed_workspace(workspace, source)
     item = work_item(order)
     outcome = execute_item(item, setup.worker_id, setup.install, fresh_process=True)
     error = outcome["error"]

@@ -8,10 +8,11 @@ the next one. The child for the next order is forked ahead of time and sets
 itself up while it waits.
 
 The runner here is the parent's side: it reads the child's outcome with the
-execution's deadline and size limit, kills the whole process group on
-timeout, cancel or overflow, and reaps every process the execution left
-behind (as the child subreaper it inherits the orphans, including those that
-started sessions of their own).
+execution's deadline and size limit, answers the child's requests for
+workspace files meanwhile (`workspace_requests.py`), kills the whole process
+group on timeout, cancel or overflow, and reaps every process the execution
+left behind (as the child subreaper it inherits the orphans, including those
+that started sessions of their own).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import select
 import shutil
 import signal
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -33,12 +35,10 @@ from src.confinement.uid import ExecutionUid
 from src.foundation.timing import ms_since
 from src.services.execution.execution_child import ChildSetup, Confinement, run_child
 from src.services.execution.limits import Limits, timeout_of
-from src.services.execution.output_capture import OutputTail
+from src.services.execution.output_capture import OutcomeReader, OutputTail
 from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import (
-    READ_CHUNK,
     children,
-    drain,
     empty_directory,
     is_subreaper,
     kill_group,
@@ -49,6 +49,11 @@ from src.services.execution.processes import (
 from src.services.execution.protocol import WorkOrder, WorkResult
 from src.services.execution.results import failure
 from src.services.execution.virtual_import import prefetch_workspace
+from src.services.execution.workspace_requests import (
+    WorkspaceReader,
+    answer_here,
+    answer_waiting_request,
+)
 from src.services.installer.outcome import InstallOutcome
 
 # How often the runner looks at the cancel flag while an execution runs.
@@ -70,6 +75,7 @@ class _Spare:
     result_fd: int  # and reads the outcome here
     stdout_fd: int  # and what it prints (non-blocking)
     stderr_fd: int
+    workspace: socket.socket  # and answers its requests for workspace files here
 
 
 class ExecutionRunner:
@@ -128,6 +134,7 @@ class ExecutionRunner:
             for fd in (self._spare.order_fd, self._spare.result_fd, self._spare.stdout_fd,
                        self._spare.stderr_fd):
                 os.close(fd)
+            self._spare.workspace.close()
             self._spare = None
         deadline = time.monotonic() + REAP_SECONDS
         while self._dying and time.monotonic() < deadline:
@@ -137,13 +144,16 @@ class ExecutionRunner:
         shutil.rmtree(self._scratch_root, ignore_errors=True)
 
     def run(self, order: WorkOrder, workspace: dict[str, Any] | None = None,
-            cancelled: Callable[[], bool] = lambda: False) -> WorkResult:
+            cancelled: Callable[[], bool] = lambda: False,
+            read: WorkspaceReader | None = None) -> WorkResult:
         """Run one order in a child; answers as soon as the child's outcome is
         in. What the child left behind is cleaned up by `clean_up`, which the
         worker calls after handing the answer on (or the next `run` does).
         `workspace`: the files the order's module loads, read ahead (see
         `prefetch_workspace`); read here when not given. `cancelled` is asked
-        every `POLL_SECONDS` while the order runs."""
+        every `POLL_SECONDS` while the order runs; `read` answers the child's
+        requests for other workspace files (this process reads the module
+        cache itself when not given)."""
         if self._last_child is not None or self._spare is None:
             self.clean_up()
         spare, self._spare = self._spare, None
@@ -157,13 +167,14 @@ class ExecutionRunner:
             if workspace is None:
                 workspace = prefetch_workspace(str(order.get("module", "")))
             _send_order(spare.order_fd, order, workspace)
-            payload = self._await(spare.pid, spare.result_fd, started, timeout, cancelled,
-                                  output)
+            payload = self._await(spare, started, timeout, cancelled, output,
+                                  read or answer_here)
             for fd, tail in output.items():  # printed before the outcome was written
                 tail.drain(fd)
         finally:
             for fd in (spare.result_fd, spare.stdout_fd, spare.stderr_fd):
                 os.close(fd)
+            spare.workspace.close()
         # Its outcome is in (or it was killed): it is exiting; its exit tells its peak.
         _, peak_kib = self._exit or reap_with_usage(spare.pid, EXIT_WAIT_SECONDS)
         return WorkResult(type="result", id=str(order.get("id", "")), worker_id=self.worker_id,
@@ -207,22 +218,24 @@ class ExecutionRunner:
         result_read, result_write = os.pipe()
         stdout_read, stdout_write = os.pipe()
         stderr_read, stderr_write = os.pipe()
+        ours, theirs = socket.socketpair()
         gc.freeze()  # the child's collections leave the template's objects (and pages) alone
         pid = self._fork()
         if pid == 0:  # the execution's process: never returns
-            for fd in (order_write, result_read, stdout_read, stderr_read):
+            for fd in (order_write, result_read, stdout_read, stderr_read, ours.detach()):
                 os.close(fd)
             # What it prints goes to its own pipes, never to the platform's log.
             os.dup2(stdout_write, 1)
             os.dup2(stderr_write, 2)
             os.close(stdout_write)
             os.close(stderr_write)
-            run_child(order_read, result_write, self._child_setup)
+            run_child(order_read, result_write, theirs.detach(), self._child_setup)
         for fd in (order_read, result_write, stdout_write, stderr_write):
             os.close(fd)
+        theirs.close()
         os.set_blocking(stdout_read, False)
         os.set_blocking(stderr_read, False)
-        return _Spare(pid, order_write, result_read, stdout_read, stderr_read)
+        return _Spare(pid, order_write, result_read, stdout_read, stderr_read, ours)
 
     def _fork(self) -> int:
         """os.fork(); while the task bound is reached by what the last
@@ -237,17 +250,18 @@ class ExecutionRunner:
                 self.clean_up(prepare=False)
                 time.sleep(0.01)
 
-    def _await(self, pid: int, read_fd: int, started: float, timeout: float,
-               cancelled: Callable[[], bool], output: dict[int, OutputTail]) -> bytes:
+    def _await(self, spare: _Spare, started: float, timeout: float,
+               cancelled: Callable[[], bool], output: dict[int, OutputTail],
+               read: WorkspaceReader) -> bytes:
         """The child's outcome bytes, or a failure the worker writes itself;
-        what it prints meanwhile goes into `output` (by descriptor)."""
+        what it prints meanwhile goes into `output` (by descriptor), and its
+        workspace requests are answered with `read`."""
+        pid, read_fd, asks = spare.pid, spare.result_fd, spare.workspace
         deadline = started + timeout
-        reader = _OutcomeReader(read_fd, self.limits.max_result_bytes + ENVELOPE_BYTES)
+        reader = OutcomeReader(read_fd, self.limits.max_result_bytes + ENVELOPE_BYTES)
         pidfd = os.pidfd_open(pid)
         poller = select.poll()
-        poller.register(read_fd, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        for fd in output:
+        for fd in (read_fd, pidfd, asks.fileno(), *output):
             poller.register(fd, select.POLLIN)
         try:
             while True:
@@ -262,6 +276,12 @@ class ExecutionRunner:
                 for fd in ready & output.keys():
                     if not output[fd].read(fd):  # its end closed: nothing more comes
                         poller.unregister(fd)
+                if asks.fileno() in ready:
+                    refused = answer_waiting_request(asks, read, deadline)
+                    if refused == "":
+                        poller.unregister(asks)
+                    elif refused is not None:
+                        return self._stop(pid, started, refused, "Failed")
                 if read_fd in ready and not reader.eof:
                     reader.read()
                     if reader.eof:
@@ -277,13 +297,14 @@ class ExecutionRunner:
                     break
         finally:
             os.close(pidfd)
-        if reader.size:
-            return reader.data()
+        return reader.data() if reader.size else self._died(pid, started)
+
+    def _died(self, pid: int, started: float) -> bytes:
+        """The failure of a child that exited without an outcome."""
         self._last_child = None
         self._exit = reap_with_usage(pid, REAP_SECONDS)  # it has exited: its status says how
-        status = self._exit[0]
         self._last_child = pid  # still end its group (clean_up)
-        return failure(self._death_reason(status), ms_since(started))
+        return failure(self._death_reason(self._exit[0]), ms_since(started))
 
     def _too_large(self, cap: int) -> str:
         return (f"ResultTooLarge: the execution sent more than {cap} bytes, over the limit "
@@ -305,35 +326,6 @@ class ExecutionRunner:
             return reason
         code = os.WEXITSTATUS(status) if status is not None else None
         return f"WorkerDied: the execution's process exited (code {code}) without a result"
-
-
-class _OutcomeReader:
-    """The bytes an execution writes to its result pipe, up to a cap."""
-
-    def __init__(self, fd: int, cap: int) -> None:
-        self.fd, self.cap = fd, cap
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.eof = False
-        self.complete = False  # end of file after some bytes: the whole outcome
-
-    def read(self) -> None:
-        chunk = os.read(self.fd, READ_CHUNK)
-        if not chunk:
-            self.eof = True
-            self.complete = self.size > 0
-            return
-        self.size += len(chunk)
-        self.chunks.append(chunk)
-
-    def drain(self) -> None:
-        if not self.eof:
-            chunk = drain(self.fd, self.cap - self.size)
-            self.size += len(chunk)
-            self.chunks.append(chunk)
-
-    def data(self) -> bytes:
-        return b"".join(self.chunks)
 
 
 def _send_order(fd: int, order: WorkOrder, workspace: dict[str, Any]) -> None:

@@ -1,10 +1,11 @@
-"""What an execution prints: each stream's last part, kept by the process
-that forked it.
+"""What an execution writes back, read with bounds by the process that
+forked it: its outcome, up to a cap, and each stream's last part.
 
 An execution's stdout and stderr are pipes of their own (never the worker's,
 so never the platform's log). The runner reads them while it waits for the
 outcome and keeps the last `BIFROST_EXECUTION_OUTPUT_BYTES` of each, which go
-into the execution's record; what came before is counted, not kept.
+into the execution's record; what came before is counted, not kept. Its
+outcome comes on a pipe of its own too; more than the cap is not read.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import os
 import select
 
-from src.services.execution.processes import READ_CHUNK
+from src.services.execution.processes import READ_CHUNK, drain
 
 
 class OutputTail:
@@ -50,3 +51,32 @@ class OutputTail:
         kept = self.tail.decode("utf-8", errors="replace")
         dropped = self.total - len(self.tail)
         return f"[{dropped} earlier bytes not kept]\n{kept}" if dropped else kept
+
+
+class OutcomeReader:
+    """The bytes an execution writes to its result pipe, up to a cap."""
+
+    def __init__(self, fd: int, cap: int) -> None:
+        self.fd, self.cap = fd, cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.eof = False
+        self.complete = False  # end of file after some bytes: the whole outcome
+
+    def read(self) -> None:
+        chunk = os.read(self.fd, READ_CHUNK)
+        if not chunk:
+            self.eof = True
+            self.complete = self.size > 0
+            return
+        self.size += len(chunk)
+        self.chunks.append(chunk)
+
+    def drain(self) -> None:
+        if not self.eof:
+            chunk = drain(self.fd, self.cap - self.size)
+            self.size += len(chunk)
+            self.chunks.append(chunk)
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)

@@ -26,6 +26,7 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 from src.core import alerts
+from src.core.module_seal import seal_key_for_a_worker
 from src.foundation.redis_client import get_redis
 from src.foundation.settings import Settings
 from src.foundation.timing import ms_since
@@ -106,7 +107,7 @@ class WorkerSupervisor:
         process = self.context.Process(
             target=worker_main,
             args=(inbox, self.results, worker_id, self._store_url_for_worker(), os.getpid(),
-                  read_store_truth()),
+                  read_store_truth(), seal_key_for_a_worker()),
             name=f"bifrost-{worker_id}",
             daemon=True,
         )

@@ -296,17 +296,21 @@ def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits
 
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
                 store_url: str | None = None, pool_pid: int | None = None,
-                store_truth: StoreTruth | None = None) -> None:
+                store_truth: StoreTruth | None = None,
+                seal_key: bytes | None = None) -> None:
     """What a pool starts in each worker process: `run_worker_process`, in a
     process whose /proc entries other processes cannot read. The store's URL
     arrives as an argument, not in the environment, so it is never in the
     environment block the execution processes inherit; so does what the
-    store holds (`store_truth.py`), which what Redis holds must match."""
+    store holds (`store_truth.py`), which what Redis holds must match, and
+    the key cached workspace files are sealed with (`module_seal.py`)."""
+    from src.core.module_seal import use_seal_key
     from src.foundation.hardening import harden_process
     from src.services.execution.virtual_import import read_workspace_from_cache_only
 
     global _POOL_PID, _STORE_TRUTH
     _POOL_PID, _STORE_TRUTH = pool_pid, store_truth
+    use_seal_key(seal_key)
     harden_process()
     if store_url:
         os.environ["DATABASE_URL"] = store_url

@@ -17,10 +17,15 @@ Between the two, a socket pair carries length-prefixed frames:
   the execution imports without one);
 - worker -> template, while an execution runs: `{"cancel": id}` to kill it
   (a frame, not a signal: a cancel can only ever reach the order it names);
-- template -> worker: the outcome's JSON bytes, as the execution encoded them;
-  then `{"peak_rss_kb", "stdout", "stderr"}`, the execution process's peak
-  resident memory (KiB, read from its exit; null when not known) and the
-  tails of what it printed, as JSON.
+- template -> worker, while an execution runs: `r` and the execution's
+  request for a workspace file it was not given (`workspace_requests.py`),
+  which the worker answers with `{"answer": ...}`;
+- template -> worker: `o` and the outcome's JSON bytes, as the execution
+  encoded them; then `{"peak_rss_kb", "stdout", "stderr"}`, the execution
+  process's peak resident memory (KiB, read from its exit; null when not
+  known) and the tails of what it printed, as JSON.
+The first byte tells a request from an outcome: both carry bytes the
+execution chose.
 The template dies with the worker (`PR_SET_PDEATHSIG`), and its executions
 die with it. Before its first fork it gives its executions a /dev/shm of
 their own (`src/confinement/mounts.py`) and a bound on their tasks (`process_limit.py`).
@@ -37,16 +42,17 @@ import select
 import signal
 import socket
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
 from src.foundation.hardening import harden_process
 from src.services.execution.execution_process import ExecutionRunner
-from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.frames import OUTCOME, WORKSPACE_REQUEST, recv_frame, send_frame
 from src.services.execution.limits import Limits
 from src.services.execution.process_limit import TaskBound
 from src.services.execution.processes import become_subreaper, die_with_parent
+from src.services.execution.workspace_requests import unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -133,28 +139,50 @@ def _serve(sock: socket.socket, runner: ExecutionRunner) -> None:
         if "order" not in message:
             continue  # a cancel that came after its execution had ended
         order = message["order"]
-        result = runner.run(order, message["workspace"], _cancel_watch(sock, order["id"]))
-        send_frame(sock, result["payload"])
+        worker = _WorkerLink(sock, order["id"])
+        result = runner.run(order, message["workspace"], worker.cancelled, worker.read)
+        send_frame(sock, OUTCOME + result["payload"])
         send_frame(sock, json.dumps({"peak_rss_kb": result.get("peak_rss_kb"),
                                      "stdout": result.get("stdout", ""),
                                      "stderr": result.get("stderr", "")}).encode())
 
 
-def _cancel_watch(sock: socket.socket, order_id: str) -> Callable[[], bool]:
-    """Whether the worker sent a cancel for this order (nothing else can
-    arrive while it runs: the worker sends the next order after the answer)."""
-    cancelled = False
+class _WorkerLink:
+    """The worker's side of the socket while one order runs: what it sends
+    then is a cancel for that order or an answer to a workspace request
+    (the worker sends the next order only after the outcome)."""
 
-    def check() -> bool:
-        nonlocal cancelled
-        while not cancelled and select.select([sock], [], [], 0)[0]:
-            frame = recv_frame(sock)
-            if frame is None:
-                return True  # the worker is gone: nobody wants this outcome
-            cancelled = json.loads(frame).get("cancel") == order_id
-        return cancelled
+    def __init__(self, sock: socket.socket, order_id: str) -> None:
+        self.sock, self.order_id = sock, order_id
+        self._cancelled = False
 
-    return check
+    def cancelled(self) -> bool:
+        while not self._cancelled and select.select([self.sock], [], [], 0)[0]:
+            self._take(recv_frame(self.sock))
+        return self._cancelled
+
+    def read(self, request: bytes, deadline: float) -> bytes:
+        """The worker's answer to the execution's workspace request."""
+        send_frame(self.sock, WORKSPACE_REQUEST + request)
+        while not self._cancelled:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                break
+            answer = self._take(recv_frame(self.sock))
+            if answer is not None:
+                return answer
+        return unavailable("the worker did not answer in time")
+
+    def _take(self, frame: bytes | None) -> bytes | None:
+        """Note a cancel; return an answer's bytes."""
+        if frame is None:
+            self._cancelled = True  # the worker is gone: nobody wants this outcome
+            return None
+        message = json.loads(frame)
+        if "answer" in message:
+            return json.dumps(message["answer"]).encode()
+        self._cancelled = self._cancelled or message.get("cancel") == self.order_id
+        return None
 
 
 if __name__ == "__main__":

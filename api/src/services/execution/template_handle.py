@@ -1,5 +1,6 @@
 """The worker's handle on its execution template (`template.py`): starts it,
-sends it orders, reads their outcomes, and starts it again if it dies."""
+sends it orders, answers their executions' workspace requests, reads their
+outcomes, and starts it again if it dies."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from src.foundation.hardening import for_executions
 from src.foundation.timing import ms_since
-from src.services.execution.frames import recv_frame, send_frame
+from src.services.execution.frames import OUTCOME, WORKSPACE_REQUEST, recv_frame, send_frame
 from src.services.execution.limits import Limits
 from src.services.execution.protocol import WorkOrder, WorkResult
 from src.services.execution.results import failure
+from src.services.execution.workspace_requests import answer_request
 from src.services.installer.outcome import InstallOutcome
 
 # A template that has not answered this long after the execution's deadline is stuck.
@@ -30,9 +33,12 @@ class Template:
     """The worker's handle on its template process (started on first use,
     started again if it dies)."""
 
-    def __init__(self, worker_id: str, setup: dict[str, Any]) -> None:
+    def __init__(self, worker_id: str, setup: dict[str, Any],
+                 answer: Callable[[bytes], bytes] = answer_request) -> None:
+        """`answer`: the answer to an execution's workspace request."""
         self.worker_id = worker_id
         self.setup = setup
+        self.answer = answer
         self.process: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
 
@@ -103,8 +109,15 @@ class Template:
             if remaining <= 0:
                 return None
             ready, _, _ = select.select([self.sock], [], [], min(0.1, remaining))
-            if ready:
-                return recv_frame(self.sock)
+            if not ready:
+                continue
+            frame = recv_frame(self.sock)
+            if frame is None or frame[:1] == OUTCOME:
+                return frame and frame[1:]
+            if frame[:1] == WORKSPACE_REQUEST:
+                send_frame(self.sock, b'{"answer": ' + self.answer(frame[1:]) + b"}")
+            else:
+                return None  # out of step with the template
 
     def restart(self) -> None:
         self._stop()

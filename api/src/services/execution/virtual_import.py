@@ -8,6 +8,11 @@ win over a workspace file of the same name.
 
 Workspace modules are dropped from `sys.modules` before each execution
 (`reset_workspace_modules`), so an edited file takes effect on the next run.
+
+An execution's process holds no way into Redis: its worker reads the index
+and the files its module loads ahead (`prefetch_workspace`), and any other
+file it imports (a helper module, an `importlib.import_module` of a computed
+name) it asks its worker for (`WorkspaceSource`, see `workspace_requests.py`).
 """
 
 from __future__ import annotations
@@ -15,19 +20,26 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 ORIGIN_PREFIX = "workspace://"
 
 
+class WorkspaceSource(Protocol):
+    """Where an execution's process gets the workspace it was not given."""
+
+    def index(self) -> list[str]: ...
+
+    def file(self, path: str) -> str | None: ...
+
+
 class WorkspaceLoader(importlib.abc.Loader):
-    def __init__(self, path: str | None, from_store: bool = True,
-                 source: str | None = None) -> None:
+    def __init__(self, path: str | None,
+                 read: Callable[[str], str | None] = lambda path: None) -> None:
         self.path = path  # None for a namespace package (a folder, no __init__.py)
-        self.from_store = from_store
-        self.source = source  # read ahead of time (see `WorkspaceFinder.prefetch`)
+        self.read = read  # a file's text by its path (`WorkspaceFinder.read`)
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
         return None  # the default module object
@@ -35,9 +47,7 @@ class WorkspaceLoader(importlib.abc.Loader):
     def exec_module(self, module: ModuleType) -> None:
         if self.path is None:
             return
-        source = self.source
-        if source is None:
-            source = _module_cache().read_file_sync(self.path, from_store=self.from_store)
+        source = self.read(self.path)
         if source is None:
             raise ImportError(f"workspace file {self.path} vanished", name=module.__name__)
         module.__file__ = ORIGIN_PREFIX + self.path
@@ -55,10 +65,12 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self._index: set[str] | None = None
         self._sources: dict[str, str] = {}
+        self._source: WorkspaceSource | None = None
 
     def reset(self) -> None:
         self._index = None
         self._sources = {}
+        self._source = None
 
     def prefetch(self, module: str) -> None:
         """Read the index and the files `module` and its packages load from,
@@ -77,14 +89,26 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
     def prefetched(self) -> dict[str, Any]:
         return {"index": sorted(self._paths()), "sources": self._sources}
 
-    def seed(self, index: list[str], sources: dict[str, str]) -> None:
-        self._index, self._sources = set(index), dict(sources)
+    def seed(self, index: list[str] | None, sources: dict[str, str],
+             source: WorkspaceSource | None = None) -> None:
+        """Import from what was read elsewhere; what is missing, ask `source`."""
+        self._index = None if index is None else set(index)
+        self._sources, self._source = dict(sources), source
+
+    def read(self, path: str) -> str | None:
+        if path in self._sources:
+            return self._sources[path]
+        if self._source is not None:
+            return self._source.file(path)
+        return _module_cache().read_file_sync(path, from_store=self.from_store)
 
     def _paths(self) -> set[str]:
         # One index read per execution, not one per import.
         index = self._index
         if index is None:
-            index = self._index = set(_module_cache().index_sync(from_store=self.from_store))
+            found = (self._source.index() if self._source is not None
+                     else _module_cache().index_sync(from_store=self.from_store))
+            index = self._index = set(found)
         return index
 
     def find_spec(
@@ -101,16 +125,14 @@ class WorkspaceFinder(importlib.abc.MetaPathFinder):
         origin = ORIGIN_PREFIX + base
         if f"{base}/__init__.py" in paths:
             spec = importlib.machinery.ModuleSpec(
-                fullname, WorkspaceLoader(f"{base}/__init__.py", self.from_store,
-                                          self._sources.get(f"{base}/__init__.py")),
+                fullname, WorkspaceLoader(f"{base}/__init__.py", self.read),
                 origin=origin + "/__init__.py", is_package=True,
             )
             spec.submodule_search_locations = [origin]
             return spec
         if f"{base}.py" in paths:
             return importlib.machinery.ModuleSpec(
-                fullname, WorkspaceLoader(f"{base}.py", self.from_store,
-                                          self._sources.get(f"{base}.py")), origin=origin + ".py"
+                fullname, WorkspaceLoader(f"{base}.py", self.read), origin=origin + ".py"
             )
         if any(p.startswith(base + "/") for p in paths):
             spec = importlib.machinery.ModuleSpec(
@@ -158,11 +180,12 @@ def prefetch_workspace(module: str) -> dict[str, Any]:
     return finder.prefetched()
 
 
-def seed_workspace(workspace: dict[str, Any]) -> None:
-    """Use what `prefetch_workspace` read elsewhere, instead of reading it again."""
+def seed_workspace(workspace: dict[str, Any], source: WorkspaceSource | None = None) -> None:
+    """Use what `prefetch_workspace` read elsewhere instead of reading it
+    again, and ask `source` for the rest."""
     finder = _finder()
-    if finder is not None and "index" in workspace:
-        finder.seed(workspace["index"], workspace.get("sources") or {})
+    if finder is not None and ("index" in workspace or source is not None):
+        finder.seed(workspace.get("index"), workspace.get("sources") or {}, source)
 
 
 def read_workspace_from_cache_only() -> None:

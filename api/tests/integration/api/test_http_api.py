@@ -16,6 +16,7 @@ from typing import Any, cast
 import pytest
 import redis
 
+from src.core.module_cache import sealed
 from src.core.requirements_cache import REQUIREMENTS_KEY, read_store_requirements
 from src.foundation.hashing import sha256_hex
 from src.foundation.local_redis import free_port
@@ -431,7 +432,8 @@ def test_files_put_get_delete(api: Api, redis_client: redis.Redis) -> None:
         "hash": sha256_hex(source),
         "size": len(source.encode()),
     }
-    assert redis_client.get("bifrost:module:workflows/hello.py") == source
+    assert redis_client.get("bifrost:module:workflows/hello.py") == sealed(
+        "workflows/hello.py", source)
 
     response = api.client.get("/api/files/workflows/hello.py")
     assert response.status_code == 200

@@ -15,7 +15,8 @@ HELLO = "def main():\n    return 'hello'\n"
 def test_save_then_read_from_redis(system: str, redis_client: redis.Redis) -> None:
     info = mc.save_file_sync("workflows/hello.py", HELLO)
     assert info["size"] == len(HELLO)
-    assert redis_client.get(mc.module_key("workflows/hello.py")) == HELLO
+    assert redis_client.get(mc.module_key("workflows/hello.py")) == mc.sealed(
+        "workflows/hello.py", HELLO)
     assert mc.read_file_sync("workflows/hello.py") == HELLO
     assert mc.read_file_sync("workflows/missing.py") is None
 
@@ -27,7 +28,8 @@ def test_read_after_flushall_comes_from_the_store_and_recaches(
     mc.save_file_sync("data/table.csv", "a,b\n")
     redis_client.flushall()
     assert mc.read_file_sync("workflows/hello.py") == HELLO
-    assert redis_client.get(mc.module_key("workflows/hello.py")) == HELLO
+    assert redis_client.get(mc.module_key("workflows/hello.py")) == mc.sealed(
+        "workflows/hello.py", HELLO)
     redis_client.flushall()
     assert mc.index_sync() == {"workflows/hello.py", "data/table.csv"}
     assert redis_client.sismember(mc.MODULE_INDEX_KEY, "data/table.csv")

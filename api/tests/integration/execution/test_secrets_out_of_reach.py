@@ -20,9 +20,10 @@ import pytest
 import redis
 
 from src.confinement.landlock import landlock_abi
-from src.core import module_cache
 from src.foundation.local_redis import LocalRedis
 from src.services.execution import executions, registry
+from src.store.database import session_scope
+from src.store.files import put_file
 from tests.support.pools import running_pool
 from tests.support.waiting import wait_for
 
@@ -132,9 +133,8 @@ def secret_stack(
     private = LocalRedis(data_dir / "redis", persist=True).start()
     client = redis.Redis.from_url(private.url, decode_responses=True)
     try:
-        client.set(module_cache.module_key("flows/doors.py"), DOORS)
-        client.sadd(module_cache.MODULE_INDEX_KEY, "flows/doors.py")
-        client.set(module_cache.MODULE_INDEX_WARM_KEY, "1")
+        with session_scope(store_url) as session:  # the pool caches it, sealed
+            put_file(session, "flows/doors.py", DOORS)
         client.bgrewriteaof()
         env = {"REDIS_URL": private.url, "DATABASE_URL": store_url,
                "BIFROST_DATA_DIR": str(data_dir), "BIFROST_ADMIN_TOKEN": token}

@@ -11,7 +11,7 @@ from sqlalchemy import inspect, select, text
 
 from src.store.database import connection_scope, get_engine, session_scope
 from src.store.locks import get_lock, put_lock
-from src.store.migrate import _config, upgrade_to_head
+from src.store.migrate import _config
 from src.store.models import RequirementsLock
 
 HASH = "ab" * 32
@@ -34,7 +34,8 @@ def test_migration_0003_adds_the_lock_table_and_goes_back(empty_store_url: str) 
         command.upgrade(_config(connection), "0002")
     assert "requirements_locks" not in inspect(get_engine(empty_store_url)).get_table_names()
 
-    upgrade_to_head(empty_store_url)
+    with connection_scope(empty_store_url) as connection:
+        command.upgrade(_config(connection), "0003")
     assert _version(empty_store_url) == "0003"
     inspector = inspect(get_engine(empty_store_url))
     assert "requirements_locks" in inspector.get_table_names()
