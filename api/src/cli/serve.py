@@ -61,6 +61,9 @@ def _worker(workers: int | None) -> int:
     from src.services.execution.process_pool import run_pool
 
     harden_process()
+    if (refused := _fleet_cache_refused()) is not None:
+        print(f"bifrost worker: {refused}", file=sys.stderr)
+        return 2
     # The pool never needs the admin token: its processes must not inherit it.
     os.environ.pop(ADMIN_TOKEN_VARIABLE, None)
     data_dir = get_settings().data_path
@@ -68,6 +71,14 @@ def _worker(workers: int | None) -> int:
         private_directory(data_dir, what="data dir")
     run_pool(workers)
     return 0
+
+
+def _fleet_cache_refused() -> str | None:
+    """Why the fleet cache stops a start (a bucket that does not exist,
+    credentials refused), or None."""
+    from src.services.installer.fleet_blobs import check_at_start
+
+    return check_at_start(get_settings())
 
 
 def configure_logging() -> None:
@@ -89,6 +100,9 @@ def up() -> int:
     if read_token is not None and hmac.compare_digest(read_token.encode(), token.encode()):
         print("bifrost up: BIFROST_READ_TOKEN is the admin token; give the read-only "
               "token a value of its own", file=sys.stderr)
+        return 2
+    if (refused := _fleet_cache_refused()) is not None:
+        print(f"bifrost up: {refused}", file=sys.stderr)
         return 2
     local_redis = _redis_for_up()
     supervisor = Supervisor([

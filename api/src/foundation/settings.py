@@ -85,24 +85,35 @@ class Settings(BaseSettings):
     claim_idle_seconds: float = Field(
         default=30.0, gt=0, validation_alias="BIFROST_CLAIM_IDLE_SECONDS"
     )
-    # The fleet wheel cache's backend: `store` or `dir:/shared/path`.
+    # The fleet cache's backend: `store`, `s3://bucket/prefix` (also `gs://`,
+    # `az://`), or a directory every host mounts (`file:///path`, `dir:/path`).
     wheel_cache: str = Field(default="store", validation_alias="BIFROST_WHEEL_CACHE")
+    # How long a host waits for another host that fetches a lock's files
+    # for the fleet, before it fetches them from the index by itself.
+    fleet_wait_seconds: float = Field(
+        default=300.0, ge=0, validation_alias="BIFROST_FLEET_WAIT_SECONDS"
+    )
+    # How soon another host takes over a fetch whose host died.
+    fleet_lease_seconds: float = Field(
+        default=30.0, gt=0, validation_alias="BIFROST_FLEET_LEASE_SECONDS"
+    )
     # Seconds a client may take to send a request's line and headers.
     head_timeout: float = Field(default=10.0, gt=0, validation_alias="BIFROST_HEAD_TIMEOUT")
 
     @field_validator("wheel_cache")
     @classmethod
     def _wheel_cache_is_known(cls, value: str) -> str:
-        """Refuse a value no build understands now, at start-up, rather than in
-        the background thread of the first publish. `s3://` passes: it is a
-        backend this build lacks, which the fleet cache says when it is used."""
+        """Refuse a value no backend understands at start-up, rather than in
+        the first install that uses it (whether the place it names answers is
+        checked when a pool starts: `fleet_blobs.check`)."""
         value = value.strip()
-        if value == "store" or value.startswith("s3://") or (
-            value.startswith("dir:") and value[4:].strip()
-        ):
+        schemes = ("s3://", "gs://", "az://", "abfs://", "file://")
+        if value == "store" or (value.startswith(schemes) and len(value.split("://", 1)[1]) > 0
+                                ) or (value.startswith("dir:") and value[4:].strip()):
             return value
         raise ValueError(
-            f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store' or 'dir:/shared/path'"
+            f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store', "
+            "'s3://bucket/prefix' (or gs://, az://), or 'file:///shared/path'"
         )
 
     @field_validator("read_token", "alert_webhook")

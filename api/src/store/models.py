@@ -111,3 +111,30 @@ class PlatformSecret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class FleetBlob(Base):
+    """An object of the fleet cache's `store` backend, by key (see
+    `src/services/installer/fleet_blobs.py`): a file of a lock, by its
+    sha256, or a per-platform list of them."""
+
+    __tablename__ = "fleet_blobs"
+
+    key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+
+
+class FleetBuiltWheel(Base):
+    """The wheel one host built, for its platform, from an sdist a lock names
+    (by the sdist's sha256). Written once: every host of that platform
+    installs that wheel, checked against this sha256."""
+
+    __tablename__ = "fleet_built_wheels"
+
+    source_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    platform: Mapped[str] = mapped_column(String(200), primary_key=True)
+    filename: Mapped[str] = mapped_column(String(512))
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

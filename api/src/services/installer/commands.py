@@ -110,6 +110,29 @@ def install_command(
     return _confined(argv, uv_environment(environ, find_links), target, reads)
 
 
+def download_command(requirements_file: str, dest: Path,
+                     environ: Mapping[str, str] | None = None) -> InstallerCall:
+    """The run that downloads exactly the files of a lock's pins (`-r
+    requirements_file`, each with its hashes) for this interpreter into
+    `dest`, from the operator's index: pip's `download`, as uv has none. The
+    index's own bytes, checked against the hashes (see `lock_files`)."""
+    environ = for_executions(os.environ if environ is None else environ)
+    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+            "-r", requirements_file, "--dest", str(dest), "--no-input",
+            "--disable-pip-version-check"]
+    return _confined(argv, dict(environ), dest, [Path(requirements_file)])
+
+
+def wheel_command(sdist: Path, dest: Path,
+                  environ: Mapping[str, str] | None = None) -> InstallerCall:
+    """The run that builds the wheel of one downloaded sdist into `dest`
+    (its build dependencies come from the operator's index)."""
+    environ = for_executions(os.environ if environ is None else environ)
+    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", str(sdist), "--wheel-dir",
+            str(dest), "--no-input", "--disable-pip-version-check"]
+    return _confined(argv, dict(environ), dest, [sdist])
+
+
 def _confined(argv: list[str], env: dict[str, str], target: Path,
               reads: Sequence[Path]) -> InstallerCall:
     return InstallerCall(argv, env, installer_reach(env, target, reads=reads))

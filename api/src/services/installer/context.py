@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ class BuildContext:
     lock_problem: str | None = None
     # The store's lock for the hash, as the pool read it: what Redis's must be.
     store_lock: str | None = None
+    # Told what the build waits for (another host's fetch), and None when done.
+    waiting: Callable[[str | None], None] | None = None
+    # Where the lock's files came from (`lock_files`), for the outcome.
+    files_source: str | None = None
     _lock_reader: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @classmethod
@@ -83,6 +88,7 @@ class BuildContext:
         settings: Settings,
         should_stop: StopCheck | None = None,
         store_lock: str | None = None,
+        waiting: Callable[[str | None], None] | None = None,
     ) -> BuildContext:
         return cls(
             content=content,
@@ -93,6 +99,7 @@ class BuildContext:
             log=WorkerLog(worker_id),
             should_stop=should_stop,
             store_lock=store_lock,
+            waiting=waiting,
         )
 
     def load_lock(self) -> None:

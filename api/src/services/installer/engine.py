@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from filelock import AcquireReturnProxy, BaseFileLock
@@ -67,6 +68,7 @@ def ensure_environment(
     *,
     should_stop: StopCheck | None = None,
     store_lock: str | None = None,
+    waiting: Callable[[str | None], None] | None = None,
 ) -> tuple[InstallOutcome, Path | None]:
     """Make sure the environment for `requirements_hash` exists on this host;
     returns the outcome and the environment's path (None when none could be made).
@@ -75,10 +77,11 @@ def ensure_environment(
     runs and while another process holds this hash's lock; once it returns
     True the install is abandoned and InstallStopped raised. `store_lock`:
     the store's lock for the hash (the pool read it), which the lock Redis
-    holds must be.
+    holds must be. `waiting` is told what the build waits for (another
+    host fetching the lock's files for the fleet), and None once it is done.
     """
     ctx = BuildContext.create(content, requirements_hash, worker_id,
-                              settings or get_settings(), should_stop, store_lock)
+                              settings or get_settings(), should_stop, store_lock, waiting)
     ctx.start_reading_lock()
     try:
         ready = _usable(ctx, ctx.envs.latest(requirements_hash))
@@ -103,6 +106,8 @@ def ensure_environment(
         ctx.started, requirements_hash, ok=not env.record.failed,
         installed=env.record.installed, failed=env.record.failed,
     )
+    if ctx.files_source is not None:
+        outcome["files_from"] = ctx.files_source
     return outcome, env.path
 
 

@@ -1,5 +1,6 @@
 """Where the fleet wheel cache keeps its wheels and manifests: the SQL store
-every host already shares, or a directory every host mounts.
+every host already shares, a directory every host mounts, or object storage
+(`fleet_blobs`).
 
 Filenames and hashes come from a backend every host writes, and become local
 paths on the host that reads them: nothing but a plain wheel name (or hash)
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from src.foundation.atomic_files import atomic_write
 from src.foundation.settings import Settings
+from src.services.installer.fleet_blobs import Blobs
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -142,6 +144,33 @@ class DirectoryWheelCache:
 
     def _manifest(self, requirements_hash: str) -> Path:
         return self.root / f"{checked_hash(requirements_hash)}.json"
+
+
+class BlobWheelCache:
+    """Wheels under `wheels/<name>` and manifests under `manifests/<hash>.json`
+    in object storage (`fleet_blobs.ObjectBlobs`)."""
+
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+
+    def has(self, filename: str) -> bool:
+        return f"wheels/{checked_name(filename)}" in self.blobs.keys(
+            f"wheels/{checked_name(filename)}")
+
+    def put(self, filename: str, data: bytes) -> None:
+        self.blobs.add(f"wheels/{checked_name(filename)}", data)
+
+    def get(self, filename: str) -> bytes | None:
+        return self.blobs.get(f"wheels/{checked_name(filename)}")
+
+    def put_manifest(self, requirements_hash: str, filenames: list[str]) -> None:
+        names = [checked_name(name) for name in filenames]
+        self.blobs.replace(f"manifests/{checked_hash(requirements_hash)}.json",
+                           json.dumps(names).encode())
+
+    def get_manifest(self, requirements_hash: str) -> list[str] | None:
+        text = self.blobs.get(f"manifests/{checked_hash(requirements_hash)}.json")
+        return None if text is None else parse_manifest(text.decode())
 
 
 # --- names and files ------------------------------------------------------------

@@ -25,8 +25,12 @@ cannot use it goes to the index as before.
 
 Backends (`BIFROST_WHEEL_CACHE`, checked by `Settings`; see `fleet_backends`):
 `store` (the default: the SQL store every host already shares), `dir:/path`
-(a shared filesystem). SQLAlchemy is imported only by the store backend:
-worker processes import this module.
+or `file:///path` (a shared filesystem), `s3://bucket/prefix` (and `gs://`,
+`az://`: object storage, `fleet_blobs`). SQLAlchemy and obstore are imported
+only by the backends that use them: worker processes import this module.
+
+These wheels serve pins without hashes and builds without a lock: a lock's
+pins with hashes install from the lock's own files (`lock_files`).
 """
 
 from __future__ import annotations
@@ -40,12 +44,14 @@ from pathlib import Path
 
 from src.foundation.settings import Settings, get_settings
 from src.services.installer.fleet_backends import (
+    BlobWheelCache,
     DirectoryWheelCache,
     StoreWheelCache,
     WheelCache,
     checked_hash,
     write_whole,
 )
+from src.services.installer.fleet_blobs import OBJECT_SCHEMES, open_blobs
 from src.services.installer.fleet_repack import produce_wheels, wheel_filename
 from src.services.installer.fleet_uploads import DelayedDaemonExecutor
 
@@ -160,13 +166,13 @@ def wheel_cache(settings: Settings) -> WheelCache:
         return StoreWheelCache(settings)
     if value.startswith("dir:") and value[4:].strip():
         return DirectoryWheelCache(Path(value[4:].strip()).expanduser().resolve())
-    if value.startswith("s3://"):
-        raise UnsupportedWheelCache(
-            f"BIFROST_WHEEL_CACHE={value}: S3 is not supported in this build; "
-            "use 'store' or 'dir:/shared/path'"
-        )
+    if value.startswith("file://") and value[7:].strip():
+        return DirectoryWheelCache(Path(value[7:]).expanduser().resolve())
+    if value.startswith(OBJECT_SCHEMES):
+        return BlobWheelCache(open_blobs(settings))
     raise UnsupportedWheelCache(
-        f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store' or 'dir:/shared/path'"
+        f"BIFROST_WHEEL_CACHE={value!r} is not understood; use 'store', "
+        "'s3://bucket/prefix' (or gs://, az://), or 'file:///shared/path'"
     )
 
 

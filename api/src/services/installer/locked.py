@@ -10,18 +10,22 @@ the platform runs on fails, alone.
 
 Where the pins come from, in order:
 
-1. the index (the operator's settings), the lock's hashes checked: a file
+1. the lock's own files, gathered for the fleet (`lock_files`): from the
+   fleet cache, checked against the lock's sha256, and what it lacks from the
+   index once per fleet. The run sees that directory alone (no index), with
+   each pin's hashes: a lock whose files are all in the cache installs with
+   no index at all;
+2. the index (the operator's settings), the lock's hashes checked: a file
    that is not the one the lock names fails. This host's own wheel dir is
    left out of this run: its wheels are repacked from installed
    environments (`fleet_repack`), so their bytes never match the index's;
-2. when that fails (say, the index is unreachable), the fleet's wheels of
-   this lock (`fleet_cache`, kept under the lock's digest) and nothing else
-   (no index, none of the operator's find-links): the pins without the
-   index's hashes, which the repacked wheels cannot match (the store backend
-   checks each wheel against the sha256 it recorded at upload). A wheel's
-   filename is written to the cache once, by the first host, so every host
-   that fetches it installs the same bytes;
-3. when that fails too, each package alone, from where the last run looked:
+3. for pins without hashes only, when that fails (say, the index is
+   unreachable), the fleet's repacked wheels of this lock (`fleet_cache`,
+   kept under the lock's digest) and nothing else. A wheel's filename is
+   written to the cache once, by the first host, so every host that fetches
+   it installs the same bytes. Pins with hashes never install from repacked
+   wheels: their bytes are not the ones the lock names;
+4. when that fails too, each package alone, from where the last run looked:
    the good ones land, and each bad one is recorded with why.
 
 pip will not take a requirements file in which some lines have hashes and
@@ -40,9 +44,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from src.foundation.locks import LockedPackage
-from src.services.installer import commands, fleet_cache
+from src.services.installer import commands, fleet_cache, lock_files
 from src.services.installer.context import BuildContext
 from src.services.installer.failures import ERROR_EXCERPT_CHARS, excerpt
 from src.services.installer.outcome import FailedPackage
@@ -61,10 +66,13 @@ def install_locked(
     if not packages:
         return []
     ctx.log.info("Installing %d locked packages (no resolution)", len(packages))
+    files = lock_files.gather(ctx, packages)
+    ctx.files_source = None if files is None else files.source
     runs = LockedRuns(
         ctx, installer, target,
         constraints=constraints_file(ctx.envs.root, ctx.settings.packages_dir),
         deadline=time.monotonic() + ctx.settings.install_timeout,
+        files=files,
     )
     failed: list[FailedPackage] = []
     for batch in batches(installer, packages):
@@ -83,13 +91,21 @@ def batches(
     return [batch for batch in (hashed, unhashed) if batch]
 
 
-def requirements_text(packages: Sequence[LockedPackage], *, hashes: bool) -> str:
-    """The requirements file of `packages`: exact pins, with their hashes or without."""
+def requirements_text(packages: Sequence[LockedPackage], *, hashes: bool,
+                      accepted: dict[str, tuple[str, ...]] | None = None) -> str:
+    """The requirements file of `packages`: exact pins, with their hashes or
+    without; `accepted`: per pin, the hashes to give instead (a lock's files
+    gathered for the fleet, a wheel built from an sdist among them)."""
     lines = [
-        package.pin() + "".join(f" --hash={digest}" for digest in package.hashes if hashes)
+        package.pin() + "".join(
+            f" --hash={digest}"
+            for digest in ((accepted or {}).get(package.key, package.hashes) if hashes else ()))
         for package in packages
     ]
     return "\n".join(lines) + "\n"
+
+
+Source = Literal["index", "fleet", "files"]
 
 
 @dataclass(frozen=True)
@@ -101,19 +117,29 @@ class LockedRuns:
     target: Path
     constraints: Path
     deadline: float
+    files: lock_files.LockFiles | None = None
 
     def batch_then_each(self, batch: list[LockedPackage]) -> list[FailedPackage]:
-        """All of `batch` from the index; if that fails, from the fleet's wheels
-        of this lock, when it has some; if it still fails, each package alone.
-        Returns the pins that failed."""
-        from_fleet = False
-        ok, output, elapsed_ms = self.run(batch, from_fleet=False)
-        if not ok and fleet_cache.fetch(self.ctx.cache_key, self.ctx.settings) is not None:
+        """All of `batch` from the lock's files, when they cover it, else from
+        the index; for pins without hashes, then from the fleet's repacked
+        wheels of this lock; if it still fails, each package alone. Returns
+        the pins that failed."""
+        source: Source = "index"
+        ok, output, elapsed_ms = False, "", 0.0
+        if self.files is not None and self.files.covers(batch):
+            ok, output, elapsed_ms = self.run(batch, source="files")
+            if not ok:
+                self.ctx.log.warning("%s install from the lock's files failed; installing "
+                                     "from the index: %s", self.installer, excerpt(output, 300))
+        if not ok:
+            ok, output, elapsed_ms = self.run(batch, source="index")
+        if (not ok and not any(package.hashes for package in batch)
+                and fleet_cache.fetch(self.ctx.cache_key, self.ctx.settings) is not None):
             self.ctx.log.warning("%s install of the locked packages failed; installing them "
                                  "from the fleet wheel cache: %s",
                                  self.installer, excerpt(output, 300))
-            from_fleet = True
-            ok, output, elapsed_ms = self.run(batch, from_fleet=True)
+            source = "fleet"
+            ok, output, elapsed_ms = self.run(batch, source="fleet")
         if ok:
             landed = commands.installed_lines(self.installer, output)
             for pair in landed:
@@ -121,17 +147,17 @@ class LockedRuns:
             return []
         self.ctx.log.warning("%s install failed; installing package by package: %s",
                              self.installer, excerpt(output, 300))
-        return self.each(batch, from_fleet)
+        return self.each(batch, source)
 
-    def each(self, batch: list[LockedPackage], from_fleet: bool) -> list[FailedPackage]:
+    def each(self, batch: list[LockedPackage], source: Source) -> list[FailedPackage]:
         """Each package in a run of its own: the good ones land, each bad one fails with why."""
         failed: list[FailedPackage] = []
         for package in batch:
-            ok, output, elapsed_ms = self.run([package], from_fleet=from_fleet)
-            if not ok and from_fleet:
+            ok, output, elapsed_ms = self.run([package], source=source)
+            if not ok and source == "fleet":
                 # The fleet may simply not have it (it never built anywhere):
                 # the index's attempt says why it fails, which is what to report.
-                ok, output, elapsed_ms = self.run([package], from_fleet=False)
+                ok, output, elapsed_ms = self.run([package], source="index")
             if ok:
                 self.ctx.log.info("+ %s (%d ms)", package.pin(), elapsed_ms)
             else:
@@ -140,22 +166,26 @@ class LockedRuns:
                 failed.append(FailedPackage(package=package.pin(), error=error))
         return failed
 
-    def run(self, packages: Sequence[LockedPackage], *, from_fleet: bool) -> RunResult:
+    def run(self, packages: Sequence[LockedPackage], *, source: Source) -> RunResult:
         """One installer run of `packages` with `--no-deps`: from the index with
-        their hashes, or from the fleet's wheels alone (this host's wheel dir)
-        without them. InstallStopped passes through."""
+        their hashes, from the lock's gathered files alone with theirs, or from
+        the fleet's repacked wheels alone (this host's wheel dir) without
+        them. InstallStopped passes through."""
+        accepted = self.files.hashes if source == "files" and self.files else None
         with tempfile.NamedTemporaryFile(
             mode="w", suffix=".txt", prefix="lock-", delete=False
         ) as f:
-            f.write(requirements_text(packages, hashes=not from_fleet))
+            f.write(requirements_text(packages, hashes=source != "fleet", accepted=accepted))
             lock_file = f.name
         os.chmod(lock_file, 0o644)  # the installer may run as the execution uid
         try:
-            local = [fleet_cache.local_wheel_dir(self.ctx.settings)] if from_fleet else []
+            local = {"index": [],
+                     "fleet": [fleet_cache.local_wheel_dir(self.ctx.settings)],
+                     "files": [self.files.directory] if self.files else []}[source]
             call = commands.install_command(
                 self.installer, self.target, requirements_file=lock_file,
                 constraints_file=self.constraints, find_links=local, no_deps=True,
-                local_only=from_fleet)
+                local_only=source != "index")
             return run_before(call, self.deadline, self.ctx.should_stop)
         finally:
             with contextlib.suppress(OSError):

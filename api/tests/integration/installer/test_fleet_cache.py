@@ -27,6 +27,7 @@ from src.services.installer import fleet_cache
 from src.services.installer.engine import ensure_environment
 from src.store.database import connection_scope, get_engine
 from src.store.migrate import _config
+from tests.support.s3 import new_bucket
 from tests.support.wheels import build_sdist, build_wheel
 
 API_DIR = Path(__file__).resolve().parents[3]
@@ -425,17 +426,21 @@ def test_a_worker_without_a_store_leaves_no_sqlite_file(isolated_settings: Path)
     assert not (isolated_settings / "bifrost.db").exists()
 
 
-def test_s3_is_refused_clearly(
-    wheelhouse: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+def test_object_storage_keeps_wheels_and_manifests(
+    wheelhouse: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = _build_env()
-    monkeypatch.setenv("BIFROST_WHEEL_CACHE", "s3://bucket/wheels")
+    bucket = new_bucket()  # a real S3 server over HTTP (moto's)
+    for name, value in bucket.env().items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    assert fleet_cache.publish(HASH, env) == 0
-    assert fleet_cache.fetch(HASH) is None
-    assert caplog.text.count("S3 is not supported in this build") == 2
-    with pytest.raises(fleet_cache.UnsupportedWheelCache, match="not supported in this build"):
-        fleet_cache.wheel_cache(get_settings())
+    env = _build_env()
+    assert fleet_cache.publish(HASH, env) == 5
+    assert set(bucket.keys("wheels/")) == {f"wheels/{p.name}" for p in _local().glob("*.whl")}
+    assert json.loads(bucket.read(f"manifests/{HASH}.json")) == sorted(
+        p.name for p in _local().glob("*.whl"))
+    shutil.rmtree(_local())  # another host: none of the wheels are here
+    assert fleet_cache.fetch(HASH) == _local()
+    assert {p.name for p in _local().glob("*.whl")} == {k[7:] for k in bucket.keys("wheels/")}
 
 
 def test_a_manifest_cannot_name_paths(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -29,6 +29,7 @@ from src.services.installer import engine, environments, fleet_cache, runner
 from src.services.installer.context import BuildContext
 from src.services.installer.engine import ensure_environment
 from src.services.installer.environments import Environments, read_record
+from src.services.installer.lock_files import LOCK_FILES_DIR
 from tests.support.wheels import build_wheel
 
 CONTENT = "good-a==1.0\n"
@@ -147,10 +148,14 @@ def test_a_lock_is_installed_pin_for_pin(
     assert "resolving here" not in caplog.text
     record = read_record(env)
     assert record is not None and record.lock_digest == lock.digest()
-    # One run, --no-deps, the lock's pins with their hashes.
-    assert [run.argv[run.argv.index("-r") + 2] for run in runs] == ["--no-deps"]
-    assert runs[0].requirements.splitlines() == [
-        f"{p.pin()} --hash={p.hashes[0]}" for p in lock.packages]
+    # The lock's files fetched once (pip download, hashes required), then one
+    # install run from them alone: --no-deps, the lock's pins with their hashes.
+    download, install = runs
+    assert {"download", "--no-deps", "--require-hashes"} <= set(download.argv)
+    assert {"install", "--no-deps", "--no-index"} <= set(install.argv)
+    pins = [f"{p.pin()} --hash={p.hashes[0]}" for p in lock.packages]
+    assert download.requirements.splitlines() == install.requirements.splitlines() == pins
+    assert outcome["files_from"] == "the index"  # no Redis here: no lease to take
 
 
 def test_nothing_the_lock_leaves_out_is_resolved(
@@ -176,7 +181,9 @@ def test_pip_installs_hashed_and_unhashed_pins_in_two_batches(
     locks[H] = _lock(wheelhouse, {"good-a": "1.0", "good-dep": "1.0"}, hashed={"good-a"})
     outcome, _ = ensure_environment(CONTENT, H, "w1")
     assert outcome["ok"] and outcome["installed"] == ["good-a==1.0", "good-dep==1.0"], outcome
-    assert [run.requirements.split()[0] for run in runs] == ["good-a==1.0", "good-dep==1.0"]
+    installs = [run for run in runs if "install" in run.argv]
+    assert [run.requirements.split()[0] for run in installs] == ["good-a==1.0", "good-dep==1.0"]
+    assert "--hash" in installs[0].requirements and "--hash" not in installs[1].requirements
     assert all("--no-deps" in run.argv for run in runs)
 
 
@@ -360,7 +367,7 @@ def test_two_hosts_build_one_lock_alike_after_the_index_moved_on(
     assert resolved["installed"] == ["good-a==1.1", "good-dep==2.0"]
 
 
-def test_the_fleet_cache_keeps_a_locked_build_under_the_lock_digest(
+def test_a_locked_build_is_kept_for_the_fleet_and_rebuilt_from_the_lock_s_files(
     wheelhouse: Path, tmp_path: Path, locks: dict[str, Lock | Exception], runs: list[Run],
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -374,23 +381,27 @@ def test_the_fleet_cache_keeps_a_locked_build_under_the_lock_digest(
     assert json.loads((shared / f"{lock.digest()}.json").read_text()) == wheels
     assert not (shared / f"{H}.json").exists()
 
-    # The index is gone; another host builds the hash from the fleet's wheels.
+    # The index is gone; another host builds the hash from the lock's own
+    # files, which the first host fetched for the fleet: never from the
+    # repacked wheels, whose bytes are not the ones the lock names.
     shutil.rmtree(wheelhouse)
     _use_host(monkeypatch, tmp_path / "host-b")
     runs.clear()
     caplog.set_level("INFO")
     second, env = ensure_environment(CONTENT, H, "w-b")
     assert second["ok"] and second["installed"] == ["good-a==1.0", "good-dep==1.0"], second
+    assert second["files_from"] == "the fleet cache", second
     assert env is not None and _version(env, "good_dep") == "1.0"
-    assert "installing them from the fleet wheel cache" in caplog.text
-    assert "Fleet wheel cache: 0 of 2 wheels" in caplog.text
-    from_fleet = runs[-1]
-    local = get_settings().packages_dir / fleet_cache.WHEELS_DIR
-    assert {"--no-deps", "--no-index"} <= set(from_fleet.argv)
-    assert from_fleet.env["UV_FIND_LINKS"] == str(local)  # the fleet's wheels, nothing else
-    assert "--hash" not in from_fleet.requirements  # repacked wheels: the cache checks them
-    for name in wheels:  # the very bytes the fleet keeps for this lock
-        assert (local / name).read_bytes() == (shared / name).read_bytes()
+    assert "installing them from the fleet wheel cache" not in caplog.text
+    [from_files] = runs  # no download: the cache had every file
+    files = get_settings().packages_dir / LOCK_FILES_DIR
+    assert {"--no-deps", "--no-index"} <= set(from_files.argv)
+    assert from_files.env["UV_FIND_LINKS"] == str(files)  # the lock's files, nothing else
+    assert from_files.requirements.splitlines() == [
+        f"{p.pin()} --hash={p.hashes[0]}" for p in lock.packages]
+    for package, name in zip(lock.packages, wheels, strict=True):  # the index's own bytes
+        digest = hashlib.sha256((files / name).read_bytes()).hexdigest()
+        assert f"sha256:{digest}" == package.hashes[0]
 
 
 def test_a_build_without_a_lock_keeps_its_wheels_under_the_hash(

@@ -59,7 +59,7 @@ def test_migration_creates_tables_and_is_idempotent(empty_store_url: str) -> Non
         "ix_requirements_history_changed_at"
     ]
     revision = _revision(empty_store_url)
-    assert revision == "0004"
+    assert revision == "0005"
     with session_scope(empty_store_url) as session:
         put_file(session, "workflows/hello.py", "x = 1\n")
 

@@ -15,8 +15,9 @@ from src.foundation.settings import Settings
         (" store ", "store"),
         ("dir:/shared/wheels", "dir:/shared/wheels"),
         ("dir:relative/wheels", "dir:relative/wheels"),
-        # A backend this build lacks: the fleet cache refuses it when used, by name.
         ("s3://bucket/wheels", "s3://bucket/wheels"),
+        ("gs://bucket", "gs://bucket"),
+        ("file:///shared/wheels", "file:///shared/wheels"),
     ],
 )
 def test_wheel_cache_values_that_start(
@@ -31,11 +32,11 @@ def test_wheel_cache_defaults_to_the_store(monkeypatch: pytest.MonkeyPatch) -> N
     assert Settings().wheel_cache == "store"
 
 
-@pytest.mark.parametrize("value", ["", "stor", "dir:", "dir:   ", "/shared/wheels", "file:/x"])
+@pytest.mark.parametrize("value", ["", "stor", "dir:", "dir:   ", "/shared/wheels", "file:/x", "s3://", "http://x/y"])
 def test_a_bad_wheel_cache_stops_start_up(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BIFROST_WHEEL_CACHE", value)
     with pytest.raises(ValidationError) as info:
         Settings()
     message = str(info.value)
     assert "BIFROST_WHEEL_CACHE" in message
-    assert "use 'store' or 'dir:/shared/path'" in message
+    assert "use 'store', 's3://bucket/prefix'" in message

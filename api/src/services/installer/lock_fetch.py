@@ -1,0 +1,144 @@
+"""Fetching a lock's files from the index, for a host that gathers them
+(`lock_files.Gathering`): the index's own files, downloaded by pip with
+the lock's hashes checked; and, for a pin the index offers only as an sdist,
+the wheel built from it once per platform, its sha256 recorded in the store
+so that every other host of the platform installs that very wheel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from src.foundation.locks import LockedPackage
+from src.services.installer import commands
+from src.services.installer.context import BuildContext
+from src.services.installer.failures import excerpt
+from src.services.installer.lock_file_entries import FileEntry, platform_tag, sha256_of
+from src.services.installer.runner import run_before
+
+
+class Gathering(Protocol):
+    """What a fetch adds to: a gathering of a lock's files (`lock_files`)."""
+
+    ctx: BuildContext
+    directory: Path  # where the gathered files are
+
+    @property
+    def missing(self) -> list[LockedPackage]: ...
+
+    def note(self, entry: FileEntry, *, fetched: bool) -> None: ...
+
+    def accept(self, entry: FileEntry, package: LockedPackage) -> None: ...
+
+    def take_recorded(self, entry: FileEntry, package: LockedPackage) -> bool: ...
+
+
+def fetch_from_index(gathering: Gathering) -> None:
+    """Download the files of the pins `gathering` still misses, in one run."""
+    missing = gathering.missing
+    if not missing:
+        return
+    ctx = gathering.ctx
+    with _work_dir(gathering) as work:
+        pins = work / "pins.txt"
+        pins.write_text("".join(
+            package.pin() + "".join(f" --hash={digest}" for digest in package.hashes) + "\n"
+            for package in missing))
+        pins.chmod(0o644)  # the installer may run as the execution uid
+        dest = work / "files"
+        call = commands.download_command(str(pins), dest)
+        ok, output, elapsed_ms = run_before(call, _deadline(gathering), ctx.should_stop)
+        if not ok:
+            ctx.log.warning("Could not fetch all %d files of lock %s from the index "
+                            "(%d ms): %s", len(missing), (ctx.lock_digest or "")[:12],
+                            elapsed_ms, excerpt(output, 300))
+        for path in sorted(dest.iterdir()) if dest.is_dir() else []:
+            sha = hashlib.sha256(path.read_bytes()).hexdigest()
+            package = next((p for p in missing if sha in sha256_of(p)), None)
+            if package is None:
+                ctx.log.warning("The index gave %s, which no pin of the lock names: left out",
+                                path.name)
+                continue
+            local = gathering.directory / path.name
+            os.replace(path, local)
+            entry = FileEntry(path.name, sha, package.pin())
+            gathering.note(entry, fetched=True)
+            if path.name.endswith(".whl"):
+                gathering.accept(entry, package)
+            else:
+                build_from_sdist(gathering, local, entry, package)
+        ctx.log.info("Fetched %d of %d pins' files of lock %s from the index (%d ms)",
+                     len(missing) - len(gathering.missing), len(missing),
+                     (ctx.lock_digest or "")[:12], elapsed_ms)
+
+
+def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,
+                     package: LockedPackage) -> bool:
+    """Build the wheel of `sdist` (checked: `source`) for this platform, and
+    install from the one the store records (the first builder's); whether
+    `package` has a wheel to install from now."""
+    ctx = gathering.ctx
+    with _work_dir(gathering) as work:
+        call = commands.wheel_command(sdist, work / "wheel")
+        ok, output, elapsed_ms = run_before(call, _deadline(gathering), ctx.should_stop)
+        wheels = sorted((work / "wheel").glob("*.whl")) if ok else []
+        if len(wheels) != 1:
+            ctx.log.warning("Could not build a wheel of %s (%d ms): %s", sdist.name,
+                            elapsed_ms, excerpt(output, 300))
+            return False
+        built = wheels[0]
+        sha = hashlib.sha256(built.read_bytes()).hexdigest()
+        ours = FileEntry(built.name, sha, package.pin(), built_from=source.sha256)
+        recorded = _record(source.sha256, platform_tag(), built.name, sha)
+        os.replace(built, gathering.directory / built.name)
+    if recorded is None:  # no store: this host's wheel, for this host alone
+        gathering.accept(ours, package)
+        return True
+    if recorded == (ours.name, ours.sha256):
+        ctx.log.info("Built %s from %s for %s (%d ms); the fleet's wheel for this platform",
+                     built.name, sdist.name, platform_tag(), elapsed_ms)
+        gathering.note(ours, fetched=True)
+        gathering.accept(ours, package)
+        return True
+    # Another host of this platform built it first: install the wheel it recorded.
+    theirs = FileEntry(recorded[0], recorded[1], package.pin(), built_from=source.sha256)
+    if gathering.take_recorded(theirs, package):
+        return True
+    gathering.accept(ours, package)  # the recorded one is not in the cache: ours, here only
+    return True
+
+
+def _record(source_sha256: str, platform: str, filename: str, sha: str
+            ) -> tuple[str, str] | None:
+    from src.store.database import session_scope
+    from src.store.fleet_files import BuiltWheel, record_built_wheel
+
+    try:
+        with session_scope() as session:
+            recorded = record_built_wheel(session, source_sha256, platform,
+                                          BuiltWheel(filename, sha))
+    except Exception:
+        return None
+    return recorded.filename, recorded.sha256
+
+
+def _deadline(gathering: Gathering) -> float:
+    return time.monotonic() + gathering.ctx.settings.install_timeout
+
+
+@contextlib.contextmanager
+def _work_dir(gathering: Gathering) -> Iterator[Path]:
+    """A directory beside the lock's files (one filesystem: files move in with a rename)."""
+    work = Path(tempfile.mkdtemp(prefix=".fetch-", dir=gathering.directory.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
