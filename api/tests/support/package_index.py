@@ -1,17 +1,21 @@
-"""A package index of a test's own over HTTP: a find-links page listing every
-file of a wheelhouse (with its sha256), which counts each file's downloads.
-It can be stopped and started again on the same port (an index that goes
-away while the fleet runs)."""
+"""A package index of a test's own over HTTP: a simple index (PEP 503) of
+every file of a wheelhouse, with its sha256 (so that locks get hashes, as
+from PyPI), which counts each file's downloads. Downloads can be held (a
+slow index), and the index stopped and started again on the same port (an
+index that goes away while the fleet runs)."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from tests.support.loopback_http import QuietHandler
 
@@ -22,6 +26,9 @@ class PackageIndex:
     def __init__(self, wheelhouse: Path) -> None:
         self.wheelhouse = wheelhouse
         self.downloads: Counter[str] = Counter()
+        self.asked = threading.Event()  # set by the first download asked for
+        self._open = threading.Event()  # cleared: downloads wait (`hold`)
+        self._open.set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -35,23 +42,26 @@ class PackageIndex:
         index = self
 
         class Handler(QuietHandler):
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
             def do_GET(self) -> None:
-                name = unquote(self.path.split("?")[0].lstrip("/"))
-                path = index.wheelhouse / name
-                if not name:
-                    body, kind = index.page(), "text/html"
-                elif "/" not in name and path.is_file():
-                    with index._lock:
-                        index.downloads[name] += 1
-                    body, kind = path.read_bytes(), "application/octet-stream"
-                else:
+                self._answer(body=True)
+
+            def _answer(self, body: bool) -> None:
+                """No `Accept-Ranges`: installers download a file whole, or not at all."""
+                path = unquote(self.path.split("?")[0])
+                data = index.answer(path, counted=body)
+                if data is None:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/octet-stream"
+                                 if path.startswith("/files/") else "text/html")
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(body)
+                if body:
+                    self.wfile.write(data)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.port = self._server.server_address[1]
@@ -60,7 +70,16 @@ class PackageIndex:
         self._thread.start()
         return self
 
+    def hold(self) -> None:
+        """Make every download wait (the page still answers) until `release`."""
+        self.asked.clear()
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
     def stop(self) -> None:
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -68,18 +87,49 @@ class PackageIndex:
             self._thread.join(10)
             self._server = None
 
-    def page(self) -> bytes:
-        links = [f'<a href="{path.name}#sha256={hashlib.sha256(path.read_bytes()).hexdigest()}">'
-                 f"{path.name}</a><br>" for path in sorted(self.wheelhouse.iterdir())
-                 if path.is_file()]
-        return ("<html><body>" + "\n".join(links) + "</body></html>").encode()
+    def answer(self, path: str, counted: bool) -> bytes | None:
+        """`/simple/`, `/simple/<project>/`, or `/files/<name>` (a download)."""
+        files = sorted(p for p in self.wheelhouse.iterdir() if p.is_file())
+        if path == "/simple/":
+            return _page(f'<a href="{project}/">{project}</a>'
+                         for project in sorted({_project(p.name) for p in files}))
+        if path.startswith("/simple/"):
+            project = path.removeprefix("/simple/").strip("/")
+            return _page(f'<a href="/files/{p.name}#sha256={_sha256(p)}">{p.name}</a>'
+                         for p in files if _project(p.name) == project) if project else None
+        name = path.removeprefix("/files/")
+        if not path.startswith("/files/") or "/" in name or not (self.wheelhouse / name).is_file():
+            return None
+        if counted:
+            self.asked.set()
+            self._open.wait(300)
+            with self._lock:
+                self.downloads[name] += 1
+        return (self.wheelhouse / name).read_bytes()
 
     def env(self) -> dict[str, str]:
         """What points pip and uv at it, and at nothing else."""
-        return {"PIP_FIND_LINKS": self.url, "PIP_NO_INDEX": "1"}
+        return {"PIP_INDEX_URL": f"{self.url}simple/", "PIP_NO_INDEX": "0",
+                "PIP_FIND_LINKS": ""}
 
     def __enter__(self) -> PackageIndex:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def _page(links: Iterable[str]) -> bytes:
+    return ("<html><body>\n" + "<br>\n".join(links) + "\n</body></html>").encode()
+
+
+def _project(filename: str) -> str:
+    if filename.endswith(".whl"):
+        name = parse_wheel_filename(filename)[0]
+    else:
+        name = parse_sdist_filename(filename)[0]
+    return canonicalize_name(name)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -266,6 +266,8 @@ class WorkerSupervisor:
         kind = message.get("type")
         if kind == "installing":
             worker.status = "installing"
+            waiting = message.get("waiting_for")
+            worker.waiting_for = str(waiting)[:500] if waiting is not None else None
         elif kind == "ready":
             worker.status = "idle"
             worker.install = message["install"]

@@ -70,11 +70,13 @@ class WorkResult(TypedDict):
 
 
 class WorkerInstalling(TypedDict):
-    """Sent when the start-up install begins."""
+    """Sent when the start-up install begins, and again when it starts or
+    stops waiting for something (`waiting_for`: what, or None)."""
 
     type: Literal["installing"]
     worker_id: str
     pid: int
+    waiting_for: NotRequired[str | None]
 
 
 class WorkerReady(TypedDict):

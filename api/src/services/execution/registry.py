@@ -32,6 +32,9 @@ class WorkerState(TypedDict):
     status: WorkerStatus
     requirements_hash: str | None
     install: InstallOutcome | None
+    # While `installing`: what the install waits for, when it waits (another
+    # host fetching the lock's files for the fleet); else None.
+    waiting_for: NotRequired[str | None]
     started_at: float
     ready_at: float | None
     # True once the worker has been replaced (a recycle, a timeout): it only

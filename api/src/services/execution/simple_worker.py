@@ -29,6 +29,7 @@ import subprocess  # noqa: F401  # a patch point of the start-up tests (see belo
 import sys
 import tempfile  # noqa: F401
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,14 +47,10 @@ from src.foundation.hashing import sha256_hex
 from src.foundation.redis_client import get_redis
 from src.foundation.requirements import requirement_lines
 from src.foundation.settings import get_settings
-from src.services.execution.limits import Limits, timeout_of
+from src.services.execution.limits import timeout_of
 from src.services.execution.protocol import WorkerInstalling, WorkerReady
 from src.services.execution.store_truth import StoreTruth, read_store_truth
-from src.services.execution.template_handle import (
-    Template,
-    remove_scratch_of_dead_workers,
-    template_setup,
-)
+from src.services.execution.template_handle import worker_template
 from src.services.execution.virtual_import import prefetch_workspace
 from src.services.execution.worker_signals import Flag, PoolWatch, on_cancel, on_stop, restore
 from src.services.installer.engine import InstallStopped, ensure_environment, install_outcome
@@ -123,7 +120,7 @@ def _install(worker_id: str, content: str, requirements_hash: str,
                       and _STORE_TRUTH["hash"] == requirements_hash else None)
         outcome, environment = ensure_environment(
             content, requirements_hash, worker_id, should_stop=_Superseded(requirements_hash),
-            store_lock=store_lock)
+            store_lock=store_lock, waiting=_WAITING)
     except InstallStopped as stopped:
         logger.warning("[%s] Install stopped: %s", worker_id, stopped)
         failed = FailedPackage(package=WHOLE_INSTALL, error=f"install stopped: {stopped}")
@@ -225,6 +222,8 @@ def run_worker_process(work_queue: Inbox, result_queue: Outbox, worker_id: str) 
         # This ensures packages persist across container restarts.
         logger.info("[%s] Startup: installing packages from cached requirements.txt", worker_id)
         result_queue.put(WorkerInstalling(type="installing", worker_id=worker_id, pid=os.getpid()))
+        global _WAITING
+        _WAITING = _tell_the_pool_what_it_waits_for(result_queue, worker_id)
         install = _install_requirements_from_cache_sync(worker_id)
 
         # Install virtual import hook FIRST (before any workspace imports)
@@ -251,7 +250,7 @@ def _work_loop(
     stop: Flag,
     install: InstallOutcome,
 ) -> None:
-    template, limits = _template(worker_id, install)
+    template, limits = worker_template(worker_id, install)
     cancel = Flag()
     previous = on_cancel(cancel)
     pool = PoolWatch(_POOL_PID)
@@ -274,24 +273,6 @@ def _work_loop(
     finally:
         template.close()
         restore(previous)
-
-
-def _template(worker_id: str, install: InstallOutcome) -> tuple[Template, Limits]:
-    """The process executions are forked from (`template.py`). Their scratch
-    dirs live in the data dir, which the sandbox hides: an execution reaches
-    its own and no other."""
-    settings = get_settings()
-    limits = Limits(timeout=settings.execution_timeout,
-                    max_result_bytes=settings.max_result_bytes,
-                    memory_mb=settings.execution_memory_mb,
-                    output_bytes=settings.execution_output_bytes,
-                    max_pids=settings.execution_max_pids)
-    scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
-    remove_scratch_of_dead_workers(scratch_root.parent)
-    setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
-                           settings.packages_dir, settings.execution_shm,
-                           settings.execution_uid)
-    return Template(worker_id, setup), limits
 
 
 def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
@@ -319,6 +300,17 @@ def worker_main(work_queue: Inbox, result_queue: Outbox, worker_id: str,
     run_worker_process(work_queue, result_queue, worker_id)
 
 
+def _tell_the_pool_what_it_waits_for(result_queue: Outbox, worker_id: str
+                                     ) -> Callable[[str | None], None]:
+    def waiting(what: str | None) -> None:
+        result_queue.put(WorkerInstalling(type="installing", worker_id=worker_id,
+                                          pid=os.getpid(), waiting_for=what))
+
+    return waiting
+
+
+# What the start-up install tells when it waits (the pool shows it); None: nobody.
+_WAITING: Callable[[str | None], None] | None = None
 # The pool this worker answers to; None when run without one.
 _POOL_PID: int | None = None
 # What the store held when the pool started this worker; None: not known.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from src.foundation.hardening import for_executions
+from src.foundation.settings import get_settings
 from src.foundation.timing import ms_since
 from src.services.execution.frames import OUTCOME, WORKSPACE_REQUEST, recv_frame, send_frame
 from src.services.execution.limits import Limits
@@ -147,6 +148,24 @@ class Template:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+def worker_template(worker_id: str, install: InstallOutcome | None) -> tuple[Template, Limits]:
+    """The template of a worker, set up from the settings, and its executions'
+    limits. Their scratch dirs live in the data dir, which the sandbox hides:
+    an execution reaches its own and no other."""
+    settings = get_settings()
+    limits = Limits(timeout=settings.execution_timeout,
+                    max_result_bytes=settings.max_result_bytes,
+                    memory_mb=settings.execution_memory_mb,
+                    output_bytes=settings.execution_output_bytes,
+                    max_pids=settings.execution_max_pids)
+    scratch_root = settings.data_path / "scratch" / f"{os.getpid()}-{worker_id}"
+    remove_scratch_of_dead_workers(scratch_root.parent)
+    setup = template_setup(worker_id, install, limits, scratch_root, settings.data_path,
+                           settings.packages_dir, settings.execution_shm,
+                           settings.execution_uid)
+    return Template(worker_id, setup), limits
 
 
 def template_setup(worker_id: str, install: InstallOutcome | None, limits: Limits,

@@ -37,6 +37,8 @@ class Worker:
     started_at: float = field(default_factory=time.time)
     ready_at: float | None = None
     install: InstallOutcome | None = None
+    # While installing: what it waits for (another host fetching for the fleet).
+    waiting_for: str | None = None
     current: InFlight | None = None
     retiring: bool = False  # replaced: finishes what it holds, takes nothing new
     killed: bool = False
@@ -54,6 +56,7 @@ class Worker:
             status=self.status,
             requirements_hash=self.install["requirements_hash"] if self.install else None,
             install=self.install,
+            waiting_for=self.waiting_for if self.status == "installing" else None,
             started_at=self.started_at,
             ready_at=self.ready_at,
             retiring=self.retiring,

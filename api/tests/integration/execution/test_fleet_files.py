@@ -1,0 +1,133 @@
+"""A fleet of hosts fetches each of a lock's files from the index once: real
+pools (each a host with a packages dir, installer caches and a host name of
+its own) on one Redis, one store and one S3 bucket (moto's server, over
+HTTP), and a package index of the test's own that counts downloads. The
+requirements go through the real write path, which locks them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from src.services import packages
+from src.services.execution import registry
+from tests.support.package_index import PackageIndex
+from tests.support.pools import API_DIR, running_pool
+from tests.support.s3 import Bucket, new_bucket
+from tests.support.waiting import wait_for
+from tests.support.wheels import build_wheel
+
+FILES = {"fleet_app-1.0-py3-none-any.whl", "fleet_lib-2.0-py3-none-any.whl"}
+
+
+@pytest.fixture
+def index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[PackageIndex]:
+    house = tmp_path / "index"
+    build_wheel(house, "fleet-app", "1.0", requires=["fleet-lib>=2"])
+    build_wheel(house, "fleet-lib", "2.0")
+    with PackageIndex(house) as served:
+        for name, value in served.env().items():
+            monkeypatch.setenv(name, value)
+        yield served
+
+
+@pytest.fixture
+def fleet(sqlite_system: str, redis_url: str, isolated_settings: Path, index: PackageIndex,
+          redis_client: redis.Redis) -> tuple[dict[str, str], Bucket]:
+    """The environment every host shares, with the requirements written."""
+    bucket = new_bucket()
+    shared = {"REDIS_URL": redis_url, "DATABASE_URL": sqlite_system,
+              "BIFROST_DATA_DIR": str(isolated_settings), **index.env(), **bucket.env()}
+    packages.put_requirements("fleet-app\n")
+    index.downloads.clear()  # the write path resolved against the index page only
+    return shared, bucket
+
+
+def _host(shared: dict[str, str], root: Path, name: str, **more: str) -> dict[str, str]:
+    return {**shared, "BIFROST_PACKAGES_DIR": str(root / name / "packages"),
+            "UV_CACHE_DIR": str(root / name / "uv"), "PIP_CACHE_DIR": str(root / name / "pip"),
+            "BIFROST_HOST_NAME": name, **more}
+
+
+def _workers(client: redis.Redis, host: str | None = None) -> list[registry.WorkerState]:
+    return [w for p in registry.list_pools(client) for w in p["workers"]
+            if host is None or w["host"] == host]
+
+
+def _all_ready(client: redis.Redis, count: int) -> list[registry.WorkerState] | None:
+    workers = _workers(client)
+    ready = [w for w in workers if w["status"] == "idle" and w["install"]]
+    return ready if len(ready) == count else None
+
+
+def test_two_hosts_fetch_each_file_once_and_the_waiting_one_says_for_what(
+        fleet: tuple[dict[str, str], Bucket], index: PackageIndex, redis_client: redis.Redis,
+        tmp_path: Path) -> None:
+    shared, bucket = fleet
+    index.hold()  # the first host to fetch holds the lease while the index is slow
+    with ExitStack() as hosts:
+        for name in ("host-a", "host-b"):
+            hosts.enter_context(running_pool(_host(shared, tmp_path, name), workers=2,
+                                             log_path=tmp_path / f"{name}.log"))
+        assert index.asked.wait(120), "no host asked the index for a file"
+        waiting = wait_for(lambda: [w for w in _workers(redis_client)
+                                    if w["status"] == "installing" and w.get("waiting_for")],
+                           120, what="a worker of the other host waiting for the fetch")
+        assert "fetched for the fleet by" in str(waiting[0]["waiting_for"]), waiting
+        index.release()
+        ready = wait_for(lambda: _all_ready(redis_client, 4), 180, what="4 ready workers")
+    assert dict(index.downloads) == dict.fromkeys(FILES, 1), index.downloads
+    sources = sorted(str(w["install"]["files_from"]) for w in ready  # type: ignore[index]
+                     if w["install"] and not w["install"]["skipped"])
+    assert sources[0].startswith("the fleet cache, fetched by "), sources
+    assert sources[1] == "the index, fetched for the fleet", sources
+    assert {key.split("/")[-1] for key in bucket.keys("files/")} == FILES
+
+
+def test_a_builder_killed_mid_fetch_is_taken_over(
+        fleet: tuple[dict[str, str], Bucket], index: PackageIndex, redis_client: redis.Redis,
+        tmp_path: Path) -> None:
+    shared, _ = fleet
+    index.hold()
+    first = subprocess.Popen(
+        [sys.executable, "-m", "src.cli", "worker", "--workers", "1"], cwd=API_DIR,
+        env={**os.environ, **_host(shared, tmp_path, "host-a", BIFROST_FLEET_LEASE_SECONDS="2")},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert index.asked.wait(120), "host-a never asked the index for a file"
+        holder = wait_for(lambda: redis_client.keys("bifrost:fleet-fetch:*"), 30,
+                          what="host-a's fetch lease")
+        os.killpg(first.pid, signal.SIGKILL)  # mid-fetch: its download still waits
+    finally:
+        first.wait(30)
+    index.release()
+    assert holder
+    with running_pool(_host(shared, tmp_path, "host-b"), workers=1,
+                      log_path=tmp_path / "host-b.log"):
+        ready: Any = wait_for(lambda: _all_ready(redis_client, 1) or None, 180,
+                              what="host-b's worker ready")
+    outcome = ready[0]["install"]
+    assert outcome["ok"] and outcome["files_from"].startswith(
+        "the index, fetched for the fleet after waiting for host-a"), outcome
+    assert sorted(outcome["installed"]) == ["fleet-app==1.0", "fleet-lib==2.0"], outcome
+
+
+def test_a_bucket_that_does_not_exist_stops_the_start_with_the_reason(
+        fleet: tuple[dict[str, str], Bucket], tmp_path: Path) -> None:
+    shared, bucket = fleet
+    env = {**os.environ, **_host(shared, tmp_path, "host-a"),
+           "BIFROST_WHEEL_CACHE": "s3://no-such-bucket-here/fleet"}
+    done = subprocess.run([sys.executable, "-m", "src.cli", "worker", "--workers", "1"],
+                          cwd=API_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "bifrost worker: BIFROST_WHEEL_CACHE=s3://no-such-bucket-here/fleet" in done.stderr
+    assert "NoSuchBucket" in done.stderr
