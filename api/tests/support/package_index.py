@@ -26,6 +26,7 @@ class PackageIndex:
     def __init__(self, wheelhouse: Path) -> None:
         self.wheelhouse = wheelhouse
         self.downloads: Counter[str] = Counter()
+        self.bytes_served = 0
         self.asked = threading.Event()  # set by the first download asked for
         self._open = threading.Event()  # cleared: downloads wait (`hold`)
         self._open.set()
@@ -89,7 +90,8 @@ class PackageIndex:
 
     def answer(self, path: str, counted: bool) -> bytes | None:
         """`/simple/`, `/simple/<project>/`, or `/files/<name>` (a download)."""
-        files = sorted(p for p in self.wheelhouse.iterdir() if p.is_file())
+        files = sorted(p for p in self.wheelhouse.iterdir() if p.is_file()
+                       and p.name.endswith((".whl", ".tar.gz", ".zip")))
         if path == "/simple/":
             return _page(f'<a href="{project}/">{project}</a>'
                          for project in sorted({_project(p.name) for p in files}))
@@ -100,12 +102,14 @@ class PackageIndex:
         name = path.removeprefix("/files/")
         if not path.startswith("/files/") or "/" in name or not (self.wheelhouse / name).is_file():
             return None
+        data = (self.wheelhouse / name).read_bytes()
         if counted:
             self.asked.set()
             self._open.wait(300)
             with self._lock:
                 self.downloads[name] += 1
-        return (self.wheelhouse / name).read_bytes()
+                self.bytes_served += len(data)
+        return data
 
     def env(self) -> dict[str, str]:
         """What points pip and uv at it, and at nothing else."""

@@ -17,8 +17,11 @@ REGION = "us-east-1"
 @functools.cache
 def s3_endpoint() -> str:
     """The server's URL; it runs until the test process ends."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
