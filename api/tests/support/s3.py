@@ -5,7 +5,12 @@ bucket of its own and the standard variables that point the platform at it."""
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +74,37 @@ def new_bucket() -> Bucket:
     bucket = Bucket(f"bifrost-{uuid.uuid4().hex[:16]}", s3_endpoint())
     bucket.client().create_bucket(Bucket=bucket.name)
     return bucket
+
+
+@contextmanager
+def s3_server_that_checks_credentials() -> Iterator[str]:
+    """A moto server of its own that refuses every key it does not know
+    (moto checks credentials only when asked, for the whole process)."""
+    from src.foundation.local_redis import free_port
+    from tests.support.waiting import wait_for
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        endpoint = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(endpoint), 60, what="the moto server")
+        yield endpoint
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _answers(endpoint: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(endpoint, timeout=2)
+    except urllib.error.HTTPError:
+        return True  # it answered (403: it checks credentials)
+    except OSError:
+        return False
+    return True

@@ -100,6 +100,7 @@ class Gathering:
         self.found = LockFiles(directory)
         self.used: list[FileEntry] = []  # what this host used: its platform's list
         self.fetched: list[FileEntry] = []  # of those, what the cache lacked
+        self.refused: set[str] = set()  # keys whose bytes were not the lock's: repaired
         self.cache_failed = False
 
     @property
@@ -251,6 +252,7 @@ class Gathering:
                     "names (sha256 %s); fetching it from the index", entry.name,
                     self._where, entry.sha256[:12])
                 metrics_store.cache_refusal("fleet-file")
+                self.refused.add(entry.key())
                 return False
             atomic_write(local, data)
         self.note(entry, fetched=False)
@@ -304,7 +306,11 @@ class Gathering:
         key = f"lock-files/{self.ctx.lock_digest}/{platform_tag()}.json"
         try:
             for entry in self.fetched:
-                self.blobs.add(entry.key(), (self.directory / entry.name).read_bytes())
+                data = (self.directory / entry.name).read_bytes()
+                if entry.key() in self.refused:  # the right bytes over the wrong ones
+                    self.blobs.replace(entry.key(), data)
+                else:
+                    self.blobs.add(entry.key(), data)
             known = parse_entries(self.blobs.get(key) or b"[]")
             merged = {entry.key(): entry for entry in [*known, *self.used]}
             self.blobs.replace(key, json.dumps(

@@ -22,7 +22,7 @@ from src.services import packages
 from src.services.execution import registry
 from tests.support.package_index import PackageIndex
 from tests.support.pools import API_DIR, running_pool
-from tests.support.s3 import Bucket, new_bucket
+from tests.support.s3 import Bucket, new_bucket, s3_server_that_checks_credentials
 from tests.support.waiting import wait_for
 from tests.support.wheels import build_wheel
 
@@ -97,24 +97,27 @@ def test_a_builder_killed_mid_fetch_is_taken_over(
         fleet: tuple[dict[str, str], Bucket], index: PackageIndex, redis_client: redis.Redis,
         tmp_path: Path) -> None:
     shared, _ = fleet
-    index.hold()
+    index.hold()  # host-a's fetch cannot finish: it holds the lease, renewing it
     first = subprocess.Popen(
         [sys.executable, "-m", "src.cli", "worker", "--workers", "1"], cwd=API_DIR,
         env={**os.environ, **_host(shared, tmp_path, "host-a", BIFROST_FLEET_LEASE_SECONDS="2")},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert index.asked.wait(120), "host-a never asked the index for a file"
-        holder = wait_for(lambda: redis_client.keys("bifrost:fleet-fetch:*"), 30,
-                          what="host-a's fetch lease")
-        os.killpg(first.pid, signal.SIGKILL)  # mid-fetch: its download still waits
+        with running_pool(_host(shared, tmp_path, "host-b"), workers=1,
+                          log_path=tmp_path / "host-b.log"):
+            wait_for(lambda: [w for w in _workers(redis_client, "host-b")
+                              if "by host-a" in str(w.get("waiting_for"))], 120,
+                     what="host-b waiting for host-a's fetch")
+            os.killpg(first.pid, signal.SIGKILL)  # mid-fetch: its download still waits
+            first.wait(30)
+            index.release()
+            ready: Any = wait_for(lambda: _all_ready(redis_client, 1), 180,
+                                  what="host-b's worker ready")
     finally:
-        first.wait(30)
-    index.release()
-    assert holder
-    with running_pool(_host(shared, tmp_path, "host-b"), workers=1,
-                      log_path=tmp_path / "host-b.log"):
-        ready: Any = wait_for(lambda: _all_ready(redis_client, 1) or None, 180,
-                              what="host-b's worker ready")
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait(30)
     outcome = ready[0]["install"]
     assert outcome["ok"] and outcome["files_from"].startswith(
         "the index, fetched for the fleet after waiting for host-a"), outcome
@@ -123,7 +126,7 @@ def test_a_builder_killed_mid_fetch_is_taken_over(
 
 def test_a_bucket_that_does_not_exist_stops_the_start_with_the_reason(
         fleet: tuple[dict[str, str], Bucket], tmp_path: Path) -> None:
-    shared, bucket = fleet
+    shared, _ = fleet
     env = {**os.environ, **_host(shared, tmp_path, "host-a"),
            "BIFROST_WHEEL_CACHE": "s3://no-such-bucket-here/fleet"}
     done = subprocess.run([sys.executable, "-m", "src.cli", "worker", "--workers", "1"],
@@ -131,3 +134,42 @@ def test_a_bucket_that_does_not_exist_stops_the_start_with_the_reason(
     assert done.returncode == 2, done.stderr[-2000:]
     assert "bifrost worker: BIFROST_WHEEL_CACHE=s3://no-such-bucket-here/fleet" in done.stderr
     assert "NoSuchBucket" in done.stderr
+
+
+def test_credentials_the_bucket_refuses_stop_the_start_with_the_reason(
+        fleet: tuple[dict[str, str], Bucket], tmp_path: Path) -> None:
+    shared, _ = fleet
+    with s3_server_that_checks_credentials() as endpoint:
+        env = {**os.environ, **_host(shared, tmp_path, "host-a"),
+               "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "AKIANOTAKEYITKNOWS"}
+        done = subprocess.run([sys.executable, "-m", "src.cli", "worker", "--workers", "1"],
+                              cwd=API_DIR, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "bifrost worker: BIFROST_WHEEL_CACHE=" in done.stderr
+    assert "InvalidAccessKeyId" in done.stderr, done.stderr[-2000:]
+
+
+def test_a_tampered_object_is_refused_repaired_and_a_host_joins_with_the_index_stopped(
+        fleet: tuple[dict[str, str], Bucket], index: PackageIndex, redis_client: redis.Redis,
+        tmp_path: Path) -> None:
+    shared, bucket = fleet
+    with running_pool(_host(shared, tmp_path, "host-a"), workers=1):
+        wait_for(lambda: _all_ready(redis_client, 1), 180, what="host-a ready")
+    [key] = [k for k in bucket.keys("files/") if k.endswith("fleet_lib-2.0-py3-none-any.whl")]
+    evil = tmp_path / "evil"
+    build_wheel(evil, "fleet-lib", "6.6.6")  # code of its own, under the lock's file name
+    bucket.write(key, next(evil.glob("*.whl")).read_bytes())
+
+    log = tmp_path / "host-b.log"
+    with running_pool(_host(shared, tmp_path, "host-b"), workers=1, log_path=log):
+        ready: Any = wait_for(lambda: _all_ready(redis_client, 1), 180, what="host-b ready")
+    assert "Refused fleet_lib-2.0-py3-none-any.whl from the fleet cache" in log.read_text()
+    assert sorted(ready[0]["install"]["installed"]) == ["fleet-app==1.0", "fleet-lib==2.0"]
+    assert index.downloads["fleet_lib-2.0-py3-none-any.whl"] == 2  # once more, for host-b
+    assert index.downloads["fleet_app-1.0-py3-none-any.whl"] == 1
+
+    index.stop()  # the cache holds the right bytes again: a host joins without the index
+    with running_pool(_host(shared, tmp_path, "host-c"), workers=1):
+        joined: Any = wait_for(lambda: _all_ready(redis_client, 1), 180, what="host-c ready")
+    assert joined[0]["install"]["files_from"] == "the fleet cache", joined[0]["install"]
+    assert sorted(joined[0]["install"]["installed"]) == ["fleet-app==1.0", "fleet-lib==2.0"]

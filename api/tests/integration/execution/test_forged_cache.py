@@ -70,7 +70,8 @@ def test_requirements_rewritten_in_redis_are_refused_for_the_stores(
     worker = _run_pool(pool_env, redis_client, log, "requirements")
     assert worker["requirements_hash"] == truth["hash"], worker
     assert worker["install"] is not None
-    assert [line.split("==")[0] for line in worker["install"]["installed"]] == ["alpha"], worker
+    assert [line.split("==")[0] for line in worker["install"]["installed"]] == ["alpha"], (
+        worker, log.read_text()[-4000:])
     text = log.read_text()
     assert "Refused the requirements Redis holds" in text, text[-3000:]
 
