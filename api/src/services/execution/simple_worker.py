@@ -142,11 +142,17 @@ SUPERSEDED_CHECK_SECONDS = 1.0
 class _Superseded:
     """Whether nobody will use the install in progress: the worker was told to
     stop, or Redis names a newer requirements hash (then every pool recycles,
-    and this worker with it)."""
+    and this worker with it). The hash Redis named when the install began is
+    not newer: when it is not the one installed, it is one the worker refused
+    (not the store's), and the store's is installed instead."""
 
     def __init__(self, requirements_hash: str) -> None:
         self.requirements_hash = requirements_hash
         self._checked = time.monotonic()
+        try:
+            self._at_start = cached_hash(get_redis())
+        except redis.RedisError:
+            self._at_start = None
 
     def __call__(self) -> bool:
         if _STOP is not None and _STOP.requested:
@@ -159,7 +165,7 @@ class _Superseded:
             current = cached_hash(get_redis())
         except redis.RedisError:
             return False  # Redis away: keep installing what we have
-        return current is not None and current != self.requirements_hash
+        return current not in (None, self.requirements_hash, self._at_start)
 
 
 def _log_outcome(worker_id: str, content: str, outcome: InstallOutcome) -> None:

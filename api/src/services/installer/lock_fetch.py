@@ -30,6 +30,7 @@ class Gathering(Protocol):
 
     ctx: BuildContext
     directory: Path  # where the gathered files are
+    unbuildable: set[str]  # sdists (sha256) whose build failed here: not tried again
 
     @property
     def missing(self) -> list[LockedPackage]: ...
@@ -42,8 +43,9 @@ class Gathering(Protocol):
 
 
 def fetch_from_index(gathering: Gathering) -> None:
-    """Download the files of the pins `gathering` still misses, in one run."""
-    missing = gathering.missing
+    """Download the files of the pins `gathering` still misses, in one run
+    (not the sdists that failed to build here: the install says why)."""
+    missing = [p for p in gathering.missing if not sha256_of(p) & gathering.unbuildable]
     if not missing:
         return
     ctx = gathering.ctx
@@ -86,6 +88,8 @@ def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,
     install from the one the store records (the first builder's); whether
     `package` has a wheel to install from now."""
     ctx = gathering.ctx
+    if source.sha256 in gathering.unbuildable:
+        return False
     with _work_dir(gathering) as work:
         call = commands.wheel_command(sdist, work / "wheel")
         ok, output, elapsed_ms = run_before(call, _deadline(gathering), ctx.should_stop)
@@ -93,6 +97,7 @@ def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,
         if len(wheels) != 1:
             ctx.log.warning("Could not build a wheel of %s (%d ms): %s", sdist.name,
                             elapsed_ms, excerpt(output, 300))
+            gathering.unbuildable.add(source.sha256)
             return False
         built = wheels[0]
         sha = hashlib.sha256(built.read_bytes()).hexdigest()

@@ -101,6 +101,7 @@ class Gathering:
         self.used: list[FileEntry] = []  # what this host used: its platform's list
         self.fetched: list[FileEntry] = []  # of those, what the cache lacked
         self.refused: set[str] = set()  # keys whose bytes were not the lock's: repaired
+        self.unbuildable: set[str] = set()  # sdists whose build failed here
         self.cache_failed = False
 
     @property

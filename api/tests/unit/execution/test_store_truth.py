@@ -53,3 +53,15 @@ def test_without_the_pools_word_redis_is_used_as_before(refusals: list[str]) -> 
     assert simple_worker._STORE_TRUTH is None
     assert simple_worker._as_the_store_holds("w", FORGED) is FORGED  # type: ignore[arg-type]
     assert refusals == []
+
+
+def test_installing_the_store_s_requirements_is_not_stopped_by_the_refused_ones(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    named = [FORGED["hash"]]  # what Redis names, as the check reads it
+    monkeypatch.setattr(simple_worker, "get_redis", lambda: None)
+    monkeypatch.setattr(simple_worker, "cached_hash", lambda client: named[0])
+    monkeypatch.setattr(simple_worker, "SUPERSEDED_CHECK_SECONDS", 0.0)
+    superseded = simple_worker._Superseded(OLD["hash"])  # the store's, installed instead
+    assert not superseded()  # the forged hash Redis still names is not a newer one
+    named[0] = NEW["hash"]  # a write of new requirements: every pool recycles
+    assert superseded()
