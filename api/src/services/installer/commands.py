@@ -110,17 +110,26 @@ def install_command(
     return _confined(argv, uv_environment(environ, find_links), target, reads)
 
 
-def download_command(requirements_file: str, dest: Path,
-                     environ: Mapping[str, str] | None = None) -> InstallerCall:
-    """The run that downloads exactly the files of a lock's pins (`-r
-    requirements_file`, each with its hashes) for this interpreter into
-    `dest`, from the operator's index: pip's `download`, as uv has none. The
-    index's own bytes, checked against the hashes (see `lock_files`)."""
-    environ = for_executions(os.environ if environ is None else environ)
-    argv = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-            "-r", requirements_file, "--dest", str(dest), "--no-input",
-            "--disable-pip-version-check"]
-    return _confined(argv, dict(environ), dest, [Path(requirements_file)])
+@dataclass(frozen=True)
+class IndexSources:
+    """Where the operator's settings say packages come from."""
+
+    index_urls: list[str]
+    find_links: list[str]
+
+
+def index_sources(environ: Mapping[str, str] | None = None) -> IndexSources:
+    """The index URLs and find-links of the operator's settings, pip's
+    variables first, uv's where pip's are not set (as the installers read
+    them); no index with `PIP_NO_INDEX`."""
+    environ = os.environ if environ is None else environ
+    index = (environ.get("PIP_INDEX_URL") or environ.get("UV_INDEX_URL")
+             or environ.get("UV_DEFAULT_INDEX") or "https://pypi.org/simple/").strip()
+    extra = (environ.get("PIP_EXTRA_INDEX_URL") or environ.get("UV_EXTRA_INDEX_URL") or "")
+    links = environ.get("PIP_FIND_LINKS", "").split() + [
+        entry for entry in environ.get("UV_FIND_LINKS", "").split(",") if entry.strip()]
+    urls = [] if _is_true(environ.get("PIP_NO_INDEX", "")) else [index, *extra.split()]
+    return IndexSources(index_urls=urls, find_links=[entry.strip() for entry in links])
 
 
 def wheel_command(sdist: Path, dest: Path,

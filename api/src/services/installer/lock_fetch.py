@@ -1,8 +1,14 @@
 """Fetching a lock's files from the index, for a host that gathers them
-(`lock_files.Gathering`): the index's own files, downloaded by pip with
-the lock's hashes checked; and, for a pin the index offers only as an sdist,
-the wheel built from it once per platform, its sha256 recorded in the store
-so that every other host of the platform installs that very wheel.
+(`lock_files.Gathering`): the index's own files, found with unearth (the
+operator's index and find-links, the file that suits this interpreter among
+those with the lock's hashes) and downloaded side by side, each checked
+against the lock's sha256; and, for a pin the index offers only as an sdist,
+the wheel built from it once per platform (pip, confined: the build runs
+package code), its sha256 recorded in the store so that every other host
+of the platform installs that very wheel.
+
+Downloading runs no package code: it runs in the worker itself, as no
+installer process needs to start for it.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from src.foundation.locks import LockedPackage
 from src.services.installer import commands
@@ -23,6 +31,10 @@ from src.services.installer.context import BuildContext
 from src.services.installer.failures import excerpt
 from src.services.installer.lock_file_entries import FileEntry, platform_tag, sha256_of
 from src.services.installer.runner import run_before
+
+# Files downloaded side by side (the index serves them; the disk takes them).
+DOWNLOADS_AT_ONCE = 8
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*$")
 
 
 class Gathering(Protocol):
@@ -43,32 +55,17 @@ class Gathering(Protocol):
 
 
 def fetch_from_index(gathering: Gathering) -> None:
-    """Download the files of the pins `gathering` still misses, in one run
-    (not the sdists that failed to build here: the install says why)."""
+    """Download the files of the pins `gathering` still misses (not the
+    sdists that failed to build here: the install says why)."""
     missing = [p for p in gathering.missing if not sha256_of(p) & gathering.unbuildable]
     if not missing:
         return
     ctx = gathering.ctx
+    started = time.monotonic()
     with _work_dir(gathering) as work:
-        pins = work / "pins.txt"
-        pins.write_text("".join(
-            package.pin() + "".join(f" --hash={digest}" for digest in package.hashes) + "\n"
-            for package in missing))
-        pins.chmod(0o644)  # the installer may run as the execution uid
-        dest = work / "files"
-        call = commands.download_command(str(pins), dest)
-        ok, output, elapsed_ms = run_before(call, _deadline(gathering), ctx.should_stop)
-        if not ok:
-            ctx.log.warning("Could not fetch all %d files of lock %s from the index "
-                            "(%d ms): %s", len(missing), (ctx.lock_digest or "")[:12],
-                            elapsed_ms, excerpt(output, 300))
-        for path in sorted(dest.iterdir()) if dest.is_dir() else []:
+        fetched, problems = download(missing, work, _deadline(gathering))
+        for package, path in fetched:
             sha = hashlib.sha256(path.read_bytes()).hexdigest()
-            package = next((p for p in missing if sha in sha256_of(p)), None)
-            if package is None:
-                ctx.log.warning("The index gave %s, which no pin of the lock names: left out",
-                                path.name)
-                continue
             local = gathering.directory / path.name
             os.replace(path, local)
             entry = FileEntry(path.name, sha, package.pin())
@@ -77,9 +74,76 @@ def fetch_from_index(gathering: Gathering) -> None:
                 gathering.accept(entry, package)
             else:
                 build_from_sdist(gathering, local, entry, package)
-        ctx.log.info("Fetched %d of %d pins' files of lock %s from the index (%d ms)",
-                     len(missing) - len(gathering.missing), len(missing),
-                     (ctx.lock_digest or "")[:12], elapsed_ms)
+    for problem in problems[:5]:
+        ctx.log.warning("Could not fetch a file of lock %s from the index: %s",
+                        (ctx.lock_digest or "")[:12], problem)
+    ctx.log.info("Fetched %d of %d pins' files of lock %s from the index (%d ms)",
+                 len(fetched), len(missing), (ctx.lock_digest or "")[:12],
+                 (time.monotonic() - started) * 1000)
+
+
+def download(packages: list[LockedPackage], dest: Path, deadline: float
+             ) -> tuple[list[tuple[LockedPackage, Path]], list[str]]:
+    """Each pin's file that suits this interpreter, among those with the
+    lock's hashes, into `dest`, checked; and what went wrong, per pin."""
+    from unearth import PackageFinder
+
+    sources = commands.index_sources()
+    finder = PackageFinder(index_urls=sources.index_urls, find_links=sources.find_links)
+    found: list[tuple[LockedPackage, Any]] = []
+    problems: list[str] = []
+    for package in packages:  # one page per project: the finder keeps no lock of its own
+        try:
+            match = finder.find_best_match(package.pin(),
+                                           hashes={"sha256": sorted(sha256_of(package))})
+        except Exception as exc:
+            problems.append(f"{package.pin()}: {type(exc).__name__}: {exc}"[:300])
+            continue
+        if match.best is None or match.best.link is None:
+            problems.append(f"{package.pin()}: no file with the lock's sha256 suits this host")
+            continue
+        found.append((package, match.best.link))
+
+    def fetch(item: tuple[LockedPackage, Any]) -> tuple[LockedPackage, Path | None, str]:
+        package, link = item
+        try:
+            return package, _fetch(finder, link, package, dest, deadline), ""
+        except Exception as exc:
+            return package, None, f"{package.pin()}: {type(exc).__name__}: {exc}"[:300]
+
+    fetched: list[tuple[LockedPackage, Path]] = []
+    with ThreadPoolExecutor(max_workers=max(1, min(DOWNLOADS_AT_ONCE, len(found)))) as pool:
+        for package, path, problem in pool.map(fetch, found):
+            if path is not None:
+                fetched.append((package, path))
+            else:
+                problems.append(problem)
+    return fetched, problems
+
+
+def _fetch(finder: Any, link: Any, package: LockedPackage, dest: Path, deadline: float) -> Path:
+    name = str(link.filename)
+    if not _SAFE_NAME.match(name):
+        raise ValueError(f"the index names a file {name[:80]!r}")
+    target = dest / name
+    digest = hashlib.sha256()
+    with open(target, "wb") as out:
+        if link.is_file:
+            data = Path(link.file_path).read_bytes()
+            digest.update(data)
+            out.write(data)
+        else:
+            timeout = max(deadline - time.monotonic(), 1.0)
+            with finder.session.stream("GET", link.normalized, timeout=timeout) as response:
+                response.raise_for_status()
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() not in sha256_of(package):
+        target.unlink()
+        raise ValueError(f"the index gave {name} with sha256 {digest.hexdigest()[:12]}, "
+                         "which the lock does not name")
+    return target
 
 
 def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,

@@ -75,16 +75,18 @@ WaitingReport = Callable[[str | None], None]
 def gather(ctx: BuildContext, packages: Sequence[LockedPackage]) -> LockFiles | None:
     """The files of `packages` with hashes, from the cache and, where it lacks
     them, from the index once per fleet; None when no pin has hashes or there
-    is no lock. Never raises for the cache: a cache that cannot be used costs
-    a log line and the index."""
+    is no lock, and when the cache cannot be used: that costs a log line, and
+    the installer takes the pins from the index itself, as fast as it can.
+    Never raises for the cache."""
     hashed = [package for package in packages if sha256_of(package)]
     if not hashed or ctx.lock_digest is None:
         return None
     try:
-        blobs: Blobs | None = open_blobs(ctx.settings)
+        blobs = open_blobs(ctx.settings)
     except Exception as exc:
-        ctx.log.warning("The fleet cache %s cannot be used: %s", ctx.settings.wheel_cache, exc)
-        blobs = None
+        ctx.log.warning("The fleet cache %s cannot be used: %s; installing from the index",
+                        ctx.settings.wheel_cache, exc)
+        return None
     directory = ctx.settings.packages_dir / LOCK_FILES_DIR
     directory.mkdir(parents=True, exist_ok=True)
     return Gathering(ctx, blobs, hashed, directory).run()
@@ -108,10 +110,12 @@ class Gathering:
     def missing(self) -> list[LockedPackage]:
         return [p for key, p in self.packages.items() if key not in self.found.hashes]
 
-    def run(self) -> LockFiles:
+    def run(self) -> LockFiles | None:
         self.from_cache()
         if not self.missing:
             return self._done("the fleet cache")
+        if self.cache_failed:
+            return None  # said so: the installer fetches from the index
         lease = self._lease()
         waited_for, deadline = None, time.monotonic() + self.ctx.settings.fleet_wait_seconds
         while True:
@@ -297,7 +301,8 @@ class Gathering:
 
     def _cache_unreachable(self, exc: Exception) -> None:
         if not self.cache_failed:
-            self.ctx.log.warning("The fleet cache did not answer: %s; using the index", exc)
+            self.ctx.log.warning("The fleet cache did not answer: %s; installing from the "
+                                 "index", exc)
         self.cache_failed = True
 
     def publish(self) -> None:
