@@ -7,24 +7,26 @@ the wheel built from it once per platform (pip, confined: the build runs
 package code), its sha256 recorded in the store so that every other host
 of the platform installs that very wheel.
 
-Downloading runs no package code: it runs in the worker itself, as no
-installer process needs to start for it.
+Downloading runs no package code; it runs in a process of its own
+(`lock_download`), so that its HTTP client never stays in a worker's memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
-import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from src.foundation.hardening import for_executions
 from src.foundation.locks import LockedPackage
 from src.services.installer import commands
 from src.services.installer.context import BuildContext
@@ -32,9 +34,9 @@ from src.services.installer.failures import excerpt
 from src.services.installer.lock_file_entries import FileEntry, platform_tag, sha256_of
 from src.services.installer.runner import run_before
 
-# Files downloaded side by side (the index serves them; the disk takes them).
-DOWNLOADS_AT_ONCE = 8
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+!-]*$")
+# Beyond the download's own deadline, what its process gets to answer.
+DOWNLOAD_GRACE_SECONDS = 10.0
+_API_DIR = Path(__file__).resolve().parents[3]
 
 
 class Gathering(Protocol):
@@ -85,65 +87,27 @@ def fetch_from_index(gathering: Gathering) -> None:
 def download(packages: list[LockedPackage], dest: Path, deadline: float
              ) -> tuple[list[tuple[LockedPackage, Path]], list[str]]:
     """Each pin's file that suits this interpreter, among those with the
-    lock's hashes, into `dest`, checked; and what went wrong, per pin."""
-    from unearth import PackageFinder
-
-    sources = commands.index_sources()
-    finder = PackageFinder(index_urls=sources.index_urls, find_links=sources.find_links)
-    found: list[tuple[LockedPackage, Any]] = []
-    problems: list[str] = []
-    for package in packages:  # one page per project: the finder keeps no lock of its own
-        try:
-            match = finder.find_best_match(package.pin(),
-                                           hashes={"sha256": sorted(sha256_of(package))})
-        except Exception as exc:
-            problems.append(f"{package.pin()}: {type(exc).__name__}: {exc}"[:300])
-            continue
-        if match.best is None or match.best.link is None:
-            problems.append(f"{package.pin()}: no file with the lock's sha256 suits this host")
-            continue
-        found.append((package, match.best.link))
-
-    def fetch(item: tuple[LockedPackage, Any]) -> tuple[LockedPackage, Path | None, str]:
-        package, link = item
-        try:
-            return package, _fetch(finder, link, package, dest, deadline), ""
-        except Exception as exc:
-            return package, None, f"{package.pin()}: {type(exc).__name__}: {exc}"[:300]
-
-    fetched: list[tuple[LockedPackage, Path]] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(DOWNLOADS_AT_ONCE, len(found)))) as pool:
-        for package, path, problem in pool.map(fetch, found):
-            if path is not None:
-                fetched.append((package, path))
-            else:
-                problems.append(problem)
-    return fetched, problems
-
-
-def _fetch(finder: Any, link: Any, package: LockedPackage, dest: Path, deadline: float) -> Path:
-    name = str(link.filename)
-    if not _SAFE_NAME.match(name):
-        raise ValueError(f"the index names a file {name[:80]!r}")
-    target = dest / name
-    digest = hashlib.sha256()
-    with open(target, "wb") as out:
-        if link.is_file:
-            data = Path(link.file_path).read_bytes()
-            digest.update(data)
-            out.write(data)
-        else:
-            timeout = max(deadline - time.monotonic(), 1.0)
-            with finder.session.stream("GET", link.normalized, timeout=timeout) as response:
-                response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    digest.update(chunk)
-                    out.write(chunk)
-    if digest.hexdigest() not in sha256_of(package):
-        target.unlink()
-        raise ValueError(f"the index gave {name} with sha256 {digest.hexdigest()[:12]}, "
-                         "which the lock does not name")
-    return target
+    lock's hashes, into `dest`, checked (`lock_download`, in a process of its
+    own: its HTTP client would stay in the worker's memory); and what went
+    wrong, per pin."""
+    by_pin = {package.pin(): package for package in packages}
+    seconds = max(deadline - time.monotonic(), 1.0)
+    spec = {"dest": str(dest), "seconds": seconds,
+            "pins": [{"pin": pin, "sha256": sorted(sha256_of(package))}
+                     for pin, package in by_pin.items()]}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "src.services.installer.lock_download"],
+            input=json.dumps(spec), capture_output=True, text=True, cwd=_API_DIR,
+            env=for_executions(os.environ), timeout=seconds + DOWNLOAD_GRACE_SECONDS)
+        answer = json.loads(done.stdout) if done.returncode == 0 else None
+    except (subprocess.TimeoutExpired, ValueError, OSError) as exc:
+        return [], [f"the download did not finish: {type(exc).__name__}: {exc}"[:300]]
+    if not isinstance(answer, dict):
+        return [], [f"the download failed: {done.stderr.strip()[-300:]}"]
+    fetched = [(by_pin[item["pin"]], dest / item["file"]) for item in answer["fetched"]
+               if item.get("pin") in by_pin and (dest / str(item.get("file"))).is_file()]
+    return fetched, [str(problem) for problem in answer.get("problems", [])]
 
 
 def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,
