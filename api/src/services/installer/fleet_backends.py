@@ -17,13 +17,12 @@ import hashlib
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from src.foundation.atomic_files import atomic_write
 from src.foundation.settings import Settings
-from src.services.installer.fleet_blobs import Blobs
+from src.services.installer.fleet_blobs import Blobs, store_session
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -54,21 +53,8 @@ class StoreWheelCache:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[Session]:
-        from src.store.database import (
-            StoreUnavailable,
-            resolve_database_url,
-            session_scope,
-            store_exists,
-        )
-
-        url = resolve_database_url(self._settings)
-        if not store_exists(url):
-            # A worker must not leave an empty SQLite file where the store should be.
-            raise StoreUnavailable(f"there is no store at {url}")
-        with session_scope(url) as session:
-            yield session
+    def _session(self) -> contextlib.AbstractContextManager[Session]:
+        return store_session(self._settings)
 
     def has(self, filename: str) -> bool:
         from src.store import fleet_wheels

@@ -190,6 +190,28 @@ def _reason(exc: BaseException) -> str:
     return (f"{code.group(1)}: " if code else "") + f"{type(exc).__name__}: {first}"[:500]
 
 
+@contextlib.contextmanager
+def store_session(settings: Settings) -> Iterator[Session]:
+    """A session on the store the settings name, for the fleet cache's `store`
+    backends; FleetCacheUnreachable when there is none, or it does not answer."""
+    from src.store.database import (
+        StoreUnavailable,
+        resolve_database_url,
+        session_scope,
+        store_exists,
+    )
+
+    url = resolve_database_url(settings)
+    if not store_exists(url):
+        # A worker must not leave an empty SQLite file where the store should be.
+        raise FleetCacheUnreachable(f"there is no store at {url}")
+    try:
+        with session_scope(url) as session:
+            yield session
+    except StoreUnavailable as exc:
+        raise FleetCacheUnreachable(f"the store did not answer: {exc}") from exc
+
+
 class StoreBlobs:
     """Blobs in the SQL store (table `fleet_blobs`)."""
 
@@ -198,24 +220,8 @@ class StoreBlobs:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
 
-    @contextlib.contextmanager
-    def _session(self) -> Iterator[Session]:
-        from src.store.database import (
-            StoreUnavailable,
-            resolve_database_url,
-            session_scope,
-            store_exists,
-        )
-
-        url = resolve_database_url(self._settings)
-        if not store_exists(url):
-            # A worker must not leave an empty SQLite file where the store should be.
-            raise FleetCacheUnreachable(f"there is no store at {url}")
-        try:
-            with session_scope(url) as session:
-                yield session
-        except StoreUnavailable as exc:
-            raise FleetCacheUnreachable(f"the store did not answer: {exc}") from exc
+    def _session(self) -> contextlib.AbstractContextManager[Session]:
+        return store_session(self._settings)
 
     def add(self, key: str, data: bytes) -> None:
         from src.store.fleet_files import put_blob
