@@ -124,13 +124,7 @@ function memoryCell(worker) {
 
 function statusBadge(worker) {
   const badge = el("span", { className: `badge status-${worker.status}`, text: worker.status });
-  const parts = [badge];
-  if (worker.retiring) parts.push(" ", el("span", { className: "badge", text: "retiring" }));
-  if (worker.waiting_for) {
-    parts.push(el("div", { className: "muted", dataset: { testid: "waiting-for" },
-                           text: `waiting for ${worker.waiting_for}` }));
-  }
-  return parts;
+  return worker.retiring ? [badge, " ", el("span", { className: "badge", text: "retiring" })] : badge;
 }
 
 function hashCell(hash, currentHash) {

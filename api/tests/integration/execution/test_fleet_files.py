@@ -173,3 +173,19 @@ def test_a_tampered_object_is_refused_repaired_and_a_host_joins_with_the_index_s
         joined: Any = wait_for(lambda: _all_ready(redis_client, 1), 180, what="host-c ready")
     assert joined[0]["install"]["files_from"] == "the fleet cache", joined[0]["install"]
     assert sorted(joined[0]["install"]["installed"]) == ["fleet-app==1.0", "fleet-lib==2.0"]
+
+
+def test_a_bucket_that_does_not_answer_costs_a_log_line_and_the_index(
+        fleet: tuple[dict[str, str], Bucket], index: PackageIndex, redis_client: redis.Redis,
+        tmp_path: Path) -> None:
+    shared, _ = fleet
+    log = tmp_path / "host-a.log"
+    env = _host(shared, tmp_path, "host-a", AWS_ENDPOINT_URL="http://127.0.0.1:1")
+    with running_pool(env, workers=1, log_path=log):
+        ready: Any = wait_for(lambda: _all_ready(redis_client, 1), 180, what="host-a ready")
+    outcome = ready[0]["install"]
+    assert outcome["ok"] and "files_from" not in outcome, outcome  # the installer's own fetch
+    assert sorted(outcome["installed"]) == ["fleet-app==1.0", "fleet-lib==2.0"], outcome
+    text = log.read_text()
+    assert "starting anyway: installs use the index until it answers" in text, text[-3000:]
+    assert "The fleet cache did not answer" in text and "installing from the index" in text
