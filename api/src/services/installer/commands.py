@@ -132,14 +132,20 @@ def index_sources(environ: Mapping[str, str] | None = None) -> IndexSources:
     return IndexSources(index_urls=urls, find_links=[entry.strip() for entry in links])
 
 
-def wheel_command(sdist: Path, dest: Path,
+def wheel_command(installer: Installer, sdist: Path, dest: Path,
                   environ: Mapping[str, str] | None = None) -> InstallerCall:
-    """The run that builds the wheel of one downloaded sdist into `dest`
-    (its build dependencies come from the operator's index)."""
+    """The run that builds the wheel of one downloaded sdist into `dest`, for
+    this interpreter (`uv build`, or `pip wheel`); its build dependencies
+    come from the operator's index."""
     environ = for_executions(os.environ if environ is None else environ)
-    argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", str(sdist), "--wheel-dir",
-            str(dest), "--no-input", "--disable-pip-version-check"]
-    return _confined(argv, dict(environ), dest, [sdist])
+    if installer == "pip":
+        argv = [sys.executable, "-m", "pip", "wheel", "--no-deps", str(sdist), "--wheel-dir",
+                str(dest), "--no-input", "--disable-pip-version-check"]
+        return _confined(argv, dict(environ), dest, [sdist])
+    no_index = ["--no-index"] if _is_true(environ.get("PIP_NO_INDEX", "")) else []
+    argv = [sys.executable, "-m", "uv", "build", "--wheel", str(sdist), "--out-dir", str(dest),
+            "--python", sys.executable, "--no-progress", *no_index]
+    return _confined(argv, uv_environment(environ), dest, [sdist])
 
 
 def _confined(argv: list[str], env: dict[str, str], target: Path,

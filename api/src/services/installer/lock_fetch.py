@@ -3,8 +3,8 @@
 operator's index and find-links, the file that suits this interpreter among
 those with the lock's hashes) and downloaded side by side, each checked
 against the lock's sha256; and, for a pin the index offers only as an sdist,
-the wheel built from it once per platform (pip, confined: the build runs
-package code), its sha256 recorded in the store so that every other host
+the wheel built from it once per platform (uv or pip, confined: the build
+runs package code), its sha256 recorded in the store so that every other host
 of the platform installs that very wheel.
 
 Downloading runs no package code; it runs in a process of its own
@@ -119,7 +119,8 @@ def build_from_sdist(gathering: Gathering, sdist: Path, source: FileEntry,
     if source.sha256 in gathering.unbuildable:
         return False
     with _work_dir(gathering) as work:
-        call = commands.wheel_command(sdist, work / "wheel")
+        installer = commands.choose_installer(ctx.settings.installer)
+        call = commands.wheel_command(installer, sdist, work / "wheel")
         ok, output, elapsed_ms = run_before(call, _deadline(gathering), ctx.should_stop)
         wheels = sorted((work / "wheel").glob("*.whl")) if ok else []
         if len(wheels) != 1:
