@@ -77,8 +77,15 @@ def cli_for(stack: Stack) -> Cli:
 
 
 def all_on(stack: Stack, expected_hash: str) -> bool:
-    """GET /api/workers: every worker is ready on `expected_hash` (no waiting)."""
-    return stack.is_ready(stack.fleet(), expected_hash)
+    """GET /api/workers, read once: every serving worker is ready on
+    `expected_hash`, as the CLI promises when it returns. Workers a recycle
+    replaced may still be finishing: they are on their way out, not serving."""
+    fleet = stack.fleet()
+    serving = [w for w in fleet["workers"] if not w.get("retiring")]
+    return (fleet["summary"]["current_hash"] == expected_hash
+            and len(serving) == stack.expected_workers
+            and all(w["status"] in ("idle", "busy") and w["requirements_hash"] == expected_hash
+                    for w in serving))
 
 
 def locked(stack: Stack) -> list[str]:
