@@ -97,6 +97,8 @@ class Settings(BaseSettings):
     fleet_lease_seconds: float = Field(
         default=30.0, gt=0, validation_alias="BIFROST_FLEET_LEASE_SECONDS"
     )
+    # The longest `wait` a caller may ask of the executions routes, in seconds.
+    max_wait_seconds: float = Field(default=60.0, gt=0, validation_alias="BIFROST_MAX_WAIT_SECONDS")
     # Seconds a client may take to send a request's line and headers.
     head_timeout: float = Field(default=10.0, gt=0, validation_alias="BIFROST_HEAD_TIMEOUT")
 

@@ -6,12 +6,16 @@ import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from src.api.auth import admin_only
+from src.api.execution_waits import ended_executions
 from src.api.routers.models import StrictRequest
 from src.foundation.settings import get_settings
 from src.services.execution.executions import (
+    FINAL_STATUSES,
     ExecutionFinished,
     ExecutionNotFound,
     QueueFull,
@@ -46,6 +50,13 @@ class ExecutionIn(StrictRequest):
     parameters: dict[str, Any] = Field(default_factory=dict)
     # Seconds; at most BIFROST_EXECUTION_TIMEOUT, which is also the default.
     timeout: float | None = Field(default=None, gt=0)
+    # Seconds to wait for the end before answering (at most BIFROST_MAX_WAIT_SECONDS).
+    wait: float | None = Field(default=None, ge=0)
+
+    @field_validator("wait")
+    @classmethod
+    def wait_within_the_maximum(cls, wait: float | None) -> float | None:
+        return _checked_wait(wait)
 
     @field_validator("timeout")
     @classmethod
@@ -114,15 +125,44 @@ class CancelOut(BaseModel):
     was: ExecutionStatus
 
 
-@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=ExecutionQueued)
-def create_execution(body: ExecutionIn) -> ExecutionQueued:
+def _checked_wait(wait: float | None) -> float | None:
+    most = get_settings().max_wait_seconds
+    if wait is not None and wait > most:
+        raise ValueError(f"wait {wait:g} s is over the maximum of {most:g} s "
+                         "(BIFROST_MAX_WAIT_SECONDS)")
+    return wait
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED,
+             response_model=ExecutionQueued | ExecutionOut,
+             responses={200: {"model": ExecutionOut, "description": "ended within `wait`"}})
+async def create_execution(body: ExecutionIn) -> Any:
+    """Queue it; 202 with its id. With `wait`, 200 and the final record once
+    it ends within that time, else 202 and the record as it stands."""
     try:
-        execution_id = enqueue_execution(body.module, body.function, body.parameters,
-                                         timeout=body.timeout)
+        execution_id = await run_in_threadpool(
+            enqueue_execution, body.module, body.function, body.parameters,
+            timeout=body.timeout)
     except QueueFull as exc:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc),
                             headers={"Retry-After": str(exc.retry_after)}) from exc
-    return ExecutionQueued(id=execution_id)
+    if body.wait is None:
+        return ExecutionQueued(id=execution_id)
+    return await _waited(execution_id, body.wait)
+
+
+async def _waited(execution_id: str, wait: float) -> JSONResponse:
+    """The record after waiting up to `wait` s for its end: 200 when final, else 202."""
+    latest: list[ExecutionOut] = []
+
+    async def ended() -> bool:
+        latest[:] = [await run_in_threadpool(read_execution, execution_id)]
+        return latest[0].status in FINAL_STATUSES
+
+    await ended_executions().wait(execution_id, wait, ended)
+    record = latest[-1]
+    code = status.HTTP_200_OK if record.status in FINAL_STATUSES else status.HTTP_202_ACCEPTED
+    return JSONResponse(record.model_dump(mode="json"), status_code=code)
 
 
 @router.get("", response_model=ExecutionList)
@@ -139,7 +179,25 @@ def list_executions(limit: Annotated[int, Query(ge=1, le=RECENT_LIMIT)] = 50) ->
     return ExecutionList(executions=summaries)
 
 
-@router.get("/{execution_id}", response_model=ExecutionOut)
+@router.get("/{execution_id}", response_model=ExecutionOut,
+            responses={202: {"model": ExecutionOut, "description": "not ended within `wait`"}})
+async def get_execution_route(
+        execution_id: str,
+        wait: Annotated[float | None, Query(ge=0, description="seconds to wait for its end "
+                                                              "(BIFROST_MAX_WAIT_SECONDS)")] = None,
+) -> Any:
+    """The record; with `wait`, once it ends within that time (200), else as
+    it stands (202)."""
+    try:
+        wait = _checked_wait(wait)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    if wait is None:
+        return await run_in_threadpool(read_execution, execution_id)
+    await run_in_threadpool(read_execution, execution_id)  # 404 before any waiting
+    return await _waited(execution_id, wait)
+
+
 def read_execution(execution_id: str) -> ExecutionOut:
     try:
         record = None if len(execution_id) > MAX_ID_LENGTH else get_execution(execution_id)

@@ -35,6 +35,10 @@ STREAM_KEY = "bifrost:executions"
 GROUP = "bifrost:pools"
 RECORD_PREFIX = "bifrost:execution:"
 CANCEL_PREFIX = "bifrost:execution-cancel:"
+# An execution's id is published here when its record becomes final, so that
+# callers waiting for it (`wait` on the API) are woken, never polling. Pub/sub
+# is server-wide: database N uses `<channel>@N`, as the control channel does.
+ENDED_CHANNEL = "bifrost:executions:ended"
 # The newest executions' ids, scored by creation time, for listing.
 RECENT_KEY = "bifrost:executions:recent"
 RECENT_KEPT = 500
@@ -79,6 +83,14 @@ class ExecutionRecord(TypedDict):
     stderr: NotRequired[str]
     created_at: float
     updated_at: float
+
+
+def ended_channel(db: int) -> str:
+    return ENDED_CHANNEL if db == 0 else f"{ENDED_CHANNEL}@{db}"
+
+
+def _ended_channel_of(client: redis.Redis) -> str:
+    return ended_channel(int(client.connection_pool.connection_kwargs.get("db") or 0))
 
 
 def record_key(execution_id: str) -> str:
@@ -235,6 +247,7 @@ def cancel_execution(execution_id: str, client: redis.Redis | None = None) -> Ex
                 if status == "Pending":
                     record.update(status="Failed", error=CANCELLED_ERROR, updated_at=time.time())
                     pipe.set(key, json.dumps(record), ex=RESULT_TTL_SECONDS)
+                    pipe.publish(_ended_channel_of(client), execution_id)
                     # It ends here, never having run: counted with the pools' ends.
                     metrics_store.stage(pipe, metrics_store.Increments().count(
                         metrics_store.EXECUTIONS, {"status": "Failed"}))
@@ -282,5 +295,9 @@ def update_execution(
     record: dict[str, Any] = dict(stored if isinstance(stored, dict)
                                   else _new_record(execution_id))
     record.update(changes, updated_at=time.time())
-    client.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
+    with client.pipeline() as pipe:
+        pipe.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
+        if record.get("status") in FINAL_STATUSES:
+            pipe.publish(_ended_channel_of(client), execution_id)
+        pipe.execute()
     return ExecutionRecord(**record)

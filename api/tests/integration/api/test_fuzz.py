@@ -131,6 +131,8 @@ def api(
     tmp_path: Path,
 ) -> Api:
     use_backends(monkeypatch, store_url)
+    # No pool runs here: an execution never ends, so a `wait` runs its whole time.
+    monkeypatch.setenv("BIFROST_MAX_WAIT_SECONDS", "0.05")
     # Writes resolve against the run's offline index (isolated_settings): what
     # they name that it lacks is a 422, at once.
     response = server.client.put("/api/requirements", json={"content": GOOD_REQUIREMENTS})
