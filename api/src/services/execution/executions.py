@@ -16,6 +16,7 @@ running ones do not count), new executions are refused
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -295,9 +296,10 @@ def update_execution(
     record: dict[str, Any] = dict(stored if isinstance(stored, dict)
                                   else _new_record(execution_id))
     record.update(changes, updated_at=time.time())
-    with client.pipeline() as pipe:
-        pipe.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
-        if record.get("status") in FINAL_STATUSES:
-            pipe.publish(_ended_channel_of(client), execution_id)
-        pipe.execute()
+    client.set(record_key(execution_id), json.dumps(record), ex=RESULT_TTL_SECONDS)
+    if record.get("status") in FINAL_STATUSES:
+        # Only wakes callers that wait: one that is not woken reads the
+        # record when its wait runs out.
+        with contextlib.suppress(redis.RedisError):
+            client.publish(_ended_channel_of(client), execution_id)
     return ExecutionRecord(**record)
