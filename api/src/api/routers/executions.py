@@ -191,7 +191,7 @@ async def get_execution_route(
     try:
         wait = _checked_wait(wait)
     except ValueError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
     if wait is None:
         return await run_in_threadpool(read_execution, execution_id)
     await run_in_threadpool(read_execution, execution_id)  # 404 before any waiting

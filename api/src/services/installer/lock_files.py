@@ -95,7 +95,7 @@ def gather(ctx: BuildContext, packages: Sequence[LockedPackage]) -> LockFiles | 
 class Gathering:
     """One gathering of a lock's files on this host."""
 
-    def __init__(self, ctx: BuildContext, blobs: Blobs | None,
+    def __init__(self, ctx: BuildContext, blobs: Blobs,
                  packages: list[LockedPackage], directory: Path) -> None:
         self.ctx, self.blobs, self.directory = ctx, blobs, directory
         self.packages = {package.key: package for package in packages}
@@ -196,7 +196,7 @@ class Gathering:
 
     def entries(self) -> list[FileEntry]:
         """Every platform's list of this lock's files, as the cache has them."""
-        if self.blobs is None or self.cache_failed:
+        if self.cache_failed:
             return []
         prefix = f"lock-files/{self.ctx.lock_digest}/"
         try:
@@ -245,7 +245,7 @@ class Gathering:
         data = local.read_bytes() if local.is_file() else None
         if data is None or hashlib.sha256(data).hexdigest() != entry.sha256:
             try:
-                data = self.blobs.get(entry.key()) if self.blobs is not None else None
+                data = self.blobs.get(entry.key())
             except FleetCacheUnreachable as exc:
                 self._cache_unreachable(exc)
                 return False
@@ -269,8 +269,6 @@ class Gathering:
     def take_recorded(self, entry: FileEntry, package: LockedPackage) -> bool:
         """Install `package` from the wheel the store recorded (`entry`),
         from the cache, checked; whether it could."""
-        if self.blobs is None:
-            return False
         try:
             data = self.blobs.get(entry.key())
         except FleetCacheUnreachable as exc:
@@ -297,7 +295,7 @@ class Gathering:
 
     @property
     def _where(self) -> str:
-        return self.blobs.where if self.blobs is not None else "-"
+        return self.blobs.where
 
     def _cache_unreachable(self, exc: Exception) -> None:
         if not self.cache_failed:
@@ -307,7 +305,7 @@ class Gathering:
 
     def publish(self) -> None:
         """Put what this host fetched in the cache, and its platform's list."""
-        if self.blobs is None or self.cache_failed or not self.fetched:
+        if self.cache_failed or not self.fetched:
             return
         key = f"lock-files/{self.ctx.lock_digest}/{platform_tag()}.json"
         try:
